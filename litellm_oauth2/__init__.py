@@ -1,0 +1,50 @@
+"""OAuth2 client-credentials authentication for LiteLLM providers.
+
+Names are loaded on first use (PEP 562), so that importing ``litellm_oauth2.autoload`` at
+interpreter start costs next to nothing, and the core (``config``, ``client``, ``cache``,
+``errors``) never imports LiteLLM; only ``OAuth2Handler`` and ``enable`` do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cache import TokenCache
+    from .client import Token, TokenClient
+    from .config import OAuth2Config, ProviderSettings, load_config
+    from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error, OAuth2ValidationError
+    from .hook import OAuth2Handler, enable
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "OAuth2AuthenticationError": "errors",
+    "OAuth2ConfigurationError": "errors",
+    "OAuth2Error": "errors",
+    "OAuth2ValidationError": "errors",
+    "OAuth2Config": "config",
+    "ProviderSettings": "config",
+    "load_config": "config",
+    "Token": "client",
+    "TokenClient": "client",
+    "TokenCache": "cache",
+    "OAuth2Handler": "hook",
+    "enable": "hook",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'litellm_oauth2' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

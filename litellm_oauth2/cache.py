@@ -1,0 +1,344 @@
+"""The token cache every LLM call goes through.
+
+Hot path: one dict lookup, one monotonic clock read, one comparison; no lock. Everything else
+(cold start, expiry, refresh ahead, failures) happens on a slow path where exactly one fetch per
+token identity runs at a time and every other caller, thread or asyncio task, waits for it.
+
+Token life, with ``L`` the lifetime granted and ``B = min(expiry_buffer_seconds, L / 4)``:
+
+* usable until ``expires_at - B`` (the hard limit: past it the token is never handed out);
+* fresh until the refresh window opens, ``W = min(max(usable / 4, expiry_buffer_seconds), usable / 2)``
+  before the hard limit. Inside the window the token is still returned at once and one
+  background refresh starts, so under steady load no call waits on the identity provider.
+
+A background refresh that fails keeps the still-valid token in service, logs a WARNING and is
+tried again after a backoff (1 s doubling to 30 s, never past the hard limit). A fetch that a
+caller had to wait for and that failed is remembered for ``NEGATIVE_CACHE_SECONDS``: callers in
+that window get the same error at once instead of hammering an identity provider that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from .client import Token, TokenClient
+from .config import OAuth2Config, ProviderSettings
+from .errors import OAuth2ConfigurationError, OAuth2Error
+
+logger = logging.getLogger("litellm_oauth2")
+
+NEGATIVE_CACHE_SECONDS = 1.0
+REFRESH_BACKOFF_INITIAL = 1.0
+REFRESH_BACKOFF_MAX = 30.0
+
+
+class TokenStore(Protocol):
+    """Where fetched tokens are kept beyond one ``TokenCache``: this process, or Redis for many.
+
+    ``lock`` serialises fetches for one key among everyone sharing the store; ``get`` after the
+    lock is taken tells whether someone else already fetched.
+    """
+
+    def get(self, key: str, settings: ProviderSettings) -> Token | None: ...
+
+    def set(self, key: str, token: Token, settings: ProviderSettings) -> None: ...
+
+    def delete(self, key: str, access_token: str | None, settings: ProviderSettings) -> None: ...
+
+    def lock(self, key: str, settings: ProviderSettings) -> AbstractContextManager[None]: ...
+
+
+class InMemoryTokenStore:
+    """Tokens shared by every ``TokenCache`` of this process (for example two handlers on one config)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, Token] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: str, settings: ProviderSettings) -> Token | None:
+        return self._tokens.get(key)
+
+    def set(self, key: str, token: Token, settings: ProviderSettings) -> None:
+        self._tokens[key] = token
+
+    def delete(self, key: str, access_token: str | None, settings: ProviderSettings) -> None:
+        with self._guard:
+            current = self._tokens.get(key)
+            if current is not None and access_token in (None, current.access_token.get_secret_value()):
+                del self._tokens[key]
+
+    @contextmanager
+    def lock(self, key: str, settings: ProviderSettings) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+
+PROCESS_STORE = InMemoryTokenStore()
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """When a token must be refreshed and when it may no longer be used, on the monotonic clock."""
+
+    refresh_at: float
+    usable_until: float
+
+    @classmethod
+    def of(cls, token: Token, expiry_buffer_seconds: float) -> Lifecycle:
+        obtained_at = token.expires_at - token.lifetime
+        buffer = min(expiry_buffer_seconds, token.lifetime / 4)
+        usable_until = token.expires_at - buffer
+        usable = usable_until - obtained_at
+        window = min(max(usable / 4, expiry_buffer_seconds), usable / 2)
+        return cls(refresh_at=usable_until - window, usable_until=usable_until)
+
+
+class _Cached:
+    """What the hot path reads: replaced whole, never mutated, so readers need no lock."""
+
+    __slots__ = ("access_token", "refresh_at", "usable_until", "token")
+
+    def __init__(self, token: Token, lifecycle: Lifecycle) -> None:
+        self.access_token = token.access_token.get_secret_value()
+        self.refresh_at = lifecycle.refresh_at
+        self.usable_until = lifecycle.usable_until
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"_Cached(usable_for={self.usable_until - time.monotonic():.1f}s)"
+
+
+@dataclass
+class CacheStats:
+    """Slow-path counters for one token identity; tests and the CLI read them."""
+
+    fetches: int = 0
+    fetch_failures: int = 0
+    background_refreshes: int = 0
+    waits: int = 0
+    stale_served: int = 0
+    negative_hits: int = 0
+
+
+class _Slot:
+    """One token identity (cache key): its cached token and its single in-flight fetch."""
+
+    def __init__(self, key: str, settings: ProviderSettings, client: TokenClient) -> None:
+        self.key = key
+        self.settings = settings
+        self.client = client
+        self.cached: _Cached | None = None
+        self.lock = threading.Lock()
+        self.flight: Future[_Cached] | None = None
+        self.failure: tuple[BaseException, float] | None = None
+        self.next_background_at = 0.0
+        self.background_failures = 0
+        self.stats = CacheStats()
+
+
+class TokenCache:
+    """Thread- and asyncio-safe tokens for every configured provider, fetched once per identity."""
+
+    def __init__(
+        self,
+        config: OAuth2Config,
+        *,
+        store: TokenStore | None = None,
+        clients: Mapping[str, TokenClient] | None = None,
+    ) -> None:
+        self._store: TokenStore = store if store is not None else PROCESS_STORE
+        by_key: dict[str, _Slot] = {}
+        self._slots: dict[str, _Slot] = {}
+        for name, settings in config.oauth2_providers.items():
+            key = settings.cache_key
+            if key not in by_key:
+                client = (clients or {}).get(name) or TokenClient(settings)
+                by_key[key] = _Slot(key, settings, client)
+            self._slots[name] = by_key[key]
+
+    def __repr__(self) -> str:
+        return f"TokenCache(providers={sorted(self._slots)!r})"
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._slots)
+
+    def get_token(self, provider: str) -> str:
+        """A usable access token for ``provider``; blocks only when none is cached."""
+        slot = self._slots.get(provider)
+        if slot is not None:
+            cached = slot.cached
+            if cached is not None and time.monotonic() < cached.refresh_at:
+                return cached.access_token
+        return self._slow_get(provider).access_token
+
+    async def aget_token(self, provider: str) -> str:
+        """``get_token`` for asyncio: waiting for a fetch never blocks the event loop."""
+        slot = self._slots.get(provider)
+        if slot is not None:
+            cached = slot.cached
+            if cached is not None and time.monotonic() < cached.refresh_at:
+                return cached.access_token
+        slot = self._slot(provider)
+        ready = self._usable_or_flight(slot, wait_ok=True)
+        if isinstance(ready, _Cached):
+            return ready.access_token
+        return (await asyncio.wrap_future(ready)).access_token
+
+    def get(self, provider: str) -> Token:
+        """The full ``Token`` (scope, expiry) for ``provider``; same caching as ``get_token``."""
+        return self._slow_get(provider).token
+
+    def invalidate(self, provider: str, token: str | None = None) -> None:
+        """Drop the cached token, but only if it is still ``token`` (a burst of 401s refetches once)."""
+        slot = self._slot(provider)
+        with slot.lock:
+            if slot.cached is not None and token in (None, slot.cached.access_token):
+                logger.info("provider %s: cached token invalidated", provider)
+                slot.cached = None
+                slot.failure = None
+                self._store.delete(slot.key, token, slot.settings)
+
+    def stats(self, provider: str) -> CacheStats:
+        return self._slot(provider).stats
+
+    def settings(self, provider: str) -> ProviderSettings:
+        return self._slot(provider).settings
+
+    def close(self) -> None:
+        for slot in set(self._slots.values()):
+            slot.client.close()
+
+    # -- slow path -------------------------------------------------------------------------------
+
+    def _slot(self, provider: str) -> _Slot:
+        try:
+            return self._slots[provider]
+        except KeyError:
+            known = ", ".join(sorted(self._slots)) or "none"
+            raise OAuth2ConfigurationError(
+                f"unknown OAuth2 provider '{provider}'; configured providers: {known}", provider=provider
+            ) from None
+
+    def _slow_get(self, provider: str) -> _Cached:
+        slot = self._slot(provider)
+        ready = self._usable_or_flight(slot, wait_ok=False)
+        if isinstance(ready, _Cached):
+            return ready
+        return ready.result()
+
+    def _usable_or_flight(self, slot: _Slot, *, wait_ok: bool) -> _Cached | Future[_Cached]:
+        """A token to use now, or the future of the one fetch every waiting caller shares.
+
+        With ``wait_ok`` False (a synchronous caller) a new fetch runs in the calling thread;
+        with True (asyncio) it runs in a worker thread and the caller awaits the future.
+        """
+        run_inline = False
+        with slot.lock:
+            now = time.monotonic()
+            cached = slot.cached
+            if cached is not None and now < cached.usable_until:
+                if now >= cached.refresh_at:
+                    slot.stats.stale_served += 1
+                    self._start_background_refresh(slot, now)
+                return cached
+            if slot.failure is not None:
+                error, until = slot.failure
+                if now < until:
+                    slot.stats.negative_hits += 1
+                    raise error.with_traceback(None)
+                slot.failure = None
+            slot.stats.waits += 1
+            flight = slot.flight
+            if flight is None:
+                flight = slot.flight = Future()
+                if wait_ok:
+                    self._spawn(slot, flight, background=False)
+                else:
+                    run_inline = True
+        if run_inline:
+            self._run_flight(slot, flight, background=False)
+        return flight
+
+    def _start_background_refresh(self, slot: _Slot, now: float) -> None:
+        """Called with the slot lock held: one refresh at a time, after any backoff."""
+        if slot.flight is not None or now < slot.next_background_at:
+            return
+        slot.stats.background_refreshes += 1
+        slot.flight = Future()
+        self._spawn(slot, slot.flight, background=True)
+
+    def _spawn(self, slot: _Slot, flight: Future[_Cached], *, background: bool) -> None:
+        # A daemon thread per fetch (a few per token lifetime): it never delays interpreter exit.
+        thread = threading.Thread(
+            target=self._run_flight,
+            args=(slot, flight, background),
+            name=f"litellm-oauth2-fetch-{slot.settings.provider_name}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _run_flight(self, slot: _Slot, flight: Future[_Cached], background: bool) -> None:
+        try:
+            cached = self._fetch(slot)
+        except BaseException as exc:
+            with slot.lock:
+                slot.flight = None
+                slot.stats.fetch_failures += 1
+                if background:
+                    self._schedule_background_retry(slot, exc)
+                else:
+                    slot.failure = (exc, time.monotonic() + NEGATIVE_CACHE_SECONDS)
+            flight.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with slot.lock:
+            slot.flight = None
+            slot.cached = cached
+            slot.failure = None
+            slot.background_failures = 0
+            slot.next_background_at = 0.0
+        flight.set_result(cached)
+
+    def _schedule_background_retry(self, slot: _Slot, exc: BaseException) -> None:
+        slot.background_failures += 1
+        backoff = min(REFRESH_BACKOFF_INITIAL * 2 ** (slot.background_failures - 1), REFRESH_BACKOFF_MAX)
+        now = time.monotonic()
+        if slot.cached is not None:
+            backoff = min(backoff, max(0.0, (slot.cached.usable_until - now) / 2))
+        slot.next_background_at = now + backoff
+        reason = exc.message if isinstance(exc, OAuth2Error) else type(exc).__name__
+        logger.warning(
+            "provider %s: background token refresh failed, still serving the current token; "
+            "next try in %.1f s: %s",
+            slot.settings.provider_name,
+            backoff,
+            reason,
+        )
+
+    def _fetch(self, slot: _Slot) -> _Cached:
+        """Fetch through the store: whoever holds the store's lock fetches, the rest reuse its token."""
+        settings = slot.settings
+        buffer = settings.expiry_buffer_seconds
+        with self._store.lock(slot.key, settings):
+            shared = self._store.get(slot.key, settings)
+            if shared is not None and (slot.cached is None or shared.access_token != slot.cached.token.access_token):
+                lifecycle = Lifecycle.of(shared, buffer)
+                if time.monotonic() < lifecycle.refresh_at:
+                    return _Cached(shared, lifecycle)
+            slot.stats.fetches += 1
+            token = slot.client.fetch()
+            self._store.set(slot.key, token, settings)
+        return _Cached(token, Lifecycle.of(token, buffer))

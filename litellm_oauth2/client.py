@@ -1,0 +1,486 @@
+"""The token endpoint client: one RFC 6749 token request per call, with retries for what can heal.
+
+A ``TokenClient`` serves one provider. It builds the request (client credentials or refresh
+token grant; basic, post or private_key_jwt client authentication), validates the response
+(RFC 6749 §5.1) and turns every failure into ``OAuth2AuthenticationError`` with the provider,
+HTTP status and the endpoint's ``error``/``error_description``, never the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote_plus, urlencode, urlsplit
+
+import requests
+from pydantic import SecretStr
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
+
+from .config import ProviderSettings
+from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
+
+logger = logging.getLogger("litellm_oauth2")
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_LIFETIME_SECONDS = 10 * 365 * 86400.0
+ASSERTION_LIFETIME_SECONDS = 120
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An access token and when it stops being usable.
+
+    ``expires_at`` is on the monotonic clock (decisions), ``expires_at_wall`` on the wall clock
+    (display, sharing between processes). Both count from when the request was *sent*, so
+    network time never leaves a token used with less margin than computed.
+    """
+
+    access_token: SecretStr
+    token_type: str
+    expires_at: float
+    expires_at_wall: float
+    lifetime: float
+    scope: str | None = None
+    refresh_token: SecretStr | None = field(default=None, repr=False)
+
+    def expires_in(self) -> float:
+        """Seconds left until the endpoint's expiry, on the monotonic clock."""
+        return self.expires_at - time.monotonic()
+
+
+class _TokenRequestFailed(OAuth2AuthenticationError):
+    """One attempt failed; ``retryable`` and ``retry_after`` steer the retry policy."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        original_error: BaseException | None = None,
+        status_code: int | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            original_error,
+            provider,
+            status_code=status_code,
+            error=error,
+            error_description=error_description,
+        )
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _TokenRequestFailed) and exc.retryable
+
+
+class TokenClient:
+    """Fetches tokens for one provider; thread-safe, one ``requests.Session`` for connection reuse."""
+
+    def __init__(self, settings: ProviderSettings, *, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self._session = session or requests.Session()
+        self._host = urlsplit(settings.token_url).netloc
+        self._refresh_token = settings.refresh_token
+        self._refresh_lock = threading.Lock()
+        self._signing_key: Any = None
+        if settings.token_endpoint_auth_method == "private_key_jwt":
+            self._signing_key = _load_signing_key(settings)
+
+    def __repr__(self) -> str:
+        return f"TokenClient(provider={self.settings.provider_name!r}, token_url_host={self._host!r})"
+
+    @property
+    def grant_type(self) -> str:
+        return "client_credentials" if self._refresh_token is None else "refresh_token"
+
+    def fetch(self) -> Token:
+        """One token, retrying connection errors, timeouts, 408/429/5xx and transient OAuth2 errors."""
+        retry = self.settings.retry
+        retrying = Retrying(
+            stop=stop_after_attempt(retry.attempts + 1),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._log_retry,
+            reraise=False,
+        )
+        try:
+            return retrying(self._attempt)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            assert isinstance(last, _TokenRequestFailed)
+            raise OAuth2AuthenticationError(
+                f"{last.message} (gave up after {retry.attempts + 1} attempts)",
+                last.original_error or last,
+                self.settings.provider_name,
+                status_code=last.status_code,
+                error=last.error,
+                error_description=last.error_description,
+            ) from None
+        except _TokenRequestFailed as exc:
+            raise OAuth2AuthenticationError(
+                exc.message,
+                exc.original_error,
+                exc.provider,
+                status_code=exc.status_code,
+                error=exc.error,
+                error_description=exc.error_description,
+            ) from None
+
+    async def afetch(self) -> Token:
+        """``fetch`` in a worker thread, so the event loop never waits on the network or a retry sleep."""
+        return await asyncio.to_thread(self.fetch)
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def _attempt(self) -> Token:
+        params, headers = self._request_parts()
+        sent_at, sent_at_wall = time.monotonic(), time.time()
+        logger.debug(
+            "provider %s: requesting token from %s (grant %s, auth %s)",
+            self.settings.provider_name,
+            self._host,
+            params[0][1],
+            self.settings.token_endpoint_auth_method,
+        )
+        try:
+            response = self._session.post(
+                self.settings.token_url,
+                data=urlencode(params),
+                headers=headers,
+                timeout=self.settings.timeout_seconds,
+                verify=self.settings.verify,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout as exc:
+            raise self._failure(f"token request to {self._host} timed out", exc) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise self._failure(f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc) from None
+        except requests.RequestException as exc:
+            raise self._failure(
+                f"token request to {self._host} failed ({type(exc).__name__})", exc, retryable=False
+            ) from None
+        with response:
+            body = self._read_body(response)
+        if 300 <= response.status_code < 400:
+            location = urlsplit(response.headers.get("Location", "")).netloc or "an unknown host"
+            raise self._failure(
+                f"token endpoint {self._host} answered HTTP {response.status_code} redirecting to {location}; "
+                "redirects are not followed so credentials stay on the configured host: fix token_url",
+                retryable=False,
+                status_code=response.status_code,
+            )
+        if response.status_code != 200:
+            raise self._error_response(response, body)
+        return self._parse_token(body, sent_at, sent_at_wall)
+
+    def _request_parts(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """The form parameters and headers of one token request; each parameter appears once."""
+        s = self.settings
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        with self._refresh_lock:
+            refresh_token = self._refresh_token
+        params: list[tuple[str, str]] = []
+        if refresh_token is not None:
+            params += [("grant_type", "refresh_token"), ("refresh_token", refresh_token.get_secret_value())]
+        else:
+            params.append(("grant_type", "client_credentials"))
+        if s.scope:
+            params.append(("scope", s.scope))
+        if s.audience:
+            params.append(("audience", s.audience))
+        params += [("resource", uri) for uri in s.resource]
+        params += list(s.extra_token_params.items())
+        secret = s.client_secret.get_secret_value() if s.client_secret else ""
+        if s.token_endpoint_auth_method == "client_secret_basic":
+            headers["Authorization"] = basic_authorization(s.client_id, secret, raw=s.basic_auth_encoding == "raw")
+        elif s.token_endpoint_auth_method == "client_secret_post":
+            params += [("client_id", s.client_id), ("client_secret", secret)]
+        else:
+            params += [
+                ("client_id", s.client_id),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", self._client_assertion()),
+            ]
+        return params, headers
+
+    def _client_assertion(self) -> str:
+        """RFC 7523 §3 client assertion: iss = sub = client_id, aud = token endpoint, unique jti."""
+        import jwt
+
+        now = int(time.time())
+        claims = {
+            "iss": self.settings.client_id,
+            "sub": self.settings.client_id,
+            "aud": self.settings.token_url,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECONDS,
+            "jti": uuid.uuid4().hex,
+        }
+        headers = {"kid": self.settings.key_id} if self.settings.key_id else None
+        return jwt.encode(claims, self._signing_key, algorithm=self.settings.signing_algorithm, headers=headers)
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._failure(
+                        f"token endpoint {self._host} sent a response larger than {MAX_RESPONSE_BYTES} bytes",
+                        retryable=False,
+                        status_code=response.status_code,
+                    )
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise self._failure(
+                f"token endpoint {self._host} closed the connection mid-response ({type(exc).__name__})", exc
+            ) from None
+        return b"".join(chunks)
+
+    def _error_response(self, response: requests.Response, body: bytes) -> _TokenRequestFailed:
+        """RFC 6749 §5.2: carry ``error`` and ``error_description`` into the exception."""
+        error = description = None
+        document = _json_object(body)
+        if document is not None:
+            error = _printable(document.get("error"))
+            description = _printable(document.get("error_description"))
+        status = response.status_code
+        detail = f": {error}" if error else ""
+        if description:
+            detail += f" ({description})"
+        hint = {
+            "invalid_client": "; check client_id, client_secret and token_endpoint_auth_method",
+            "invalid_scope": "; check the provider's scope",
+            "invalid_grant": "; the refresh_token or assertion was refused",
+            "unauthorized_client": "; this client may not use this grant type",
+        }.get(error or "", "")
+        retryable = status in RETRYABLE_STATUS or error in RETRYABLE_ERRORS
+        return self._failure(
+            f"token endpoint {self._host} answered HTTP {status}{detail}{hint}",
+            retryable=retryable,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            status_code=status,
+            error=error,
+            error_description=description,
+        )
+
+    def _parse_token(self, body: bytes, sent_at: float, sent_at_wall: float) -> Token:
+        """RFC 6749 §5.1 validation of a successful response."""
+        document = _json_object(body)
+        if document is None:
+            raise self._invalid("the response is not a JSON object")
+        access_token = document.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise self._invalid("the response has no access_token")
+        if not all("\x21" <= ch <= "\x7e" for ch in access_token):
+            raise self._invalid("the access_token contains characters not allowed in an HTTP header")
+        token_type = document.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            shown = _printable(token_type) if isinstance(token_type, str) else None
+            raise self._invalid(
+                f"token_type is {shown!r}, not 'Bearer'" if shown else "the response has no token_type 'Bearer'"
+            )
+        lifetime = self._lifetime(document.get("expires_in"), access_token, sent_at_wall)
+        scope = document.get("scope")
+        refresh_token = document.get("refresh_token")
+        rotated = SecretStr(refresh_token) if isinstance(refresh_token, str) and refresh_token else None
+        if rotated is not None and self._refresh_token is not None:
+            with self._refresh_lock:
+                self._refresh_token = rotated
+        logger.debug(
+            "provider %s: token obtained, usable for %.0f s", self.settings.provider_name, lifetime
+        )
+        return Token(
+            access_token=SecretStr(access_token),
+            token_type="Bearer",
+            expires_at=sent_at + lifetime,
+            expires_at_wall=sent_at_wall + lifetime,
+            lifetime=lifetime,
+            scope=scope if isinstance(scope, str) else None,
+            refresh_token=rotated,
+        )
+
+    def _lifetime(self, expires_in: object, access_token: str, now_wall: float) -> float:
+        if expires_in is None:
+            exp = jwt_expiry(access_token)
+            if exp is None:
+                return self.settings.default_expires_in
+            lifetime = exp - now_wall
+            if lifetime <= 0:
+                raise self._invalid("the access_token is a JWT that has already expired")
+            return min(lifetime, MAX_LIFETIME_SECONDS)
+        if isinstance(expires_in, bool):
+            raise self._invalid("expires_in is not a number")
+        if isinstance(expires_in, str):
+            try:
+                expires_in = float(expires_in.strip())
+            except ValueError:
+                raise self._invalid("expires_in is not a number") from None
+        if not isinstance(expires_in, int | float) or not math.isfinite(expires_in) or expires_in <= 0:
+            raise self._invalid("expires_in must be a positive number of seconds")
+        return min(float(expires_in), MAX_LIFETIME_SECONDS)
+
+    # -- errors and retry policy ---------------------------------------------------------------
+
+    def _invalid(self, reason: str) -> _TokenRequestFailed:
+        return self._failure(f"token endpoint {self._host} sent an invalid token response: {reason}", retryable=False)
+
+    def _failure(
+        self,
+        reason: str,
+        original_error: BaseException | None = None,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> _TokenRequestFailed:
+        return _TokenRequestFailed(
+            f"provider '{self.settings.provider_name}': {reason}",
+            provider=self.settings.provider_name,
+            retryable=retryable,
+            retry_after=retry_after,
+            original_error=original_error,
+            status_code=status_code,
+            error=error,
+            error_description=error_description,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff from ``initial_delay``; a ``Retry-After`` wins; both capped at ``max_delay``."""
+        retry = self.settings.retry
+        delay = retry.initial_delay * 2 ** (state.attempt_number - 1)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _TokenRequestFailed) and exc.retry_after is not None:
+            delay = exc.retry_after
+        return min(delay, retry.max_delay)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.warning(
+            "provider %s: token request attempt %d of %d failed, retrying in %.2f s: %s",
+            self.settings.provider_name,
+            state.attempt_number,
+            self.settings.retry.attempts + 1,
+            wait,
+            exc.message if isinstance(exc, _TokenRequestFailed) else type(exc).__name__,
+        )
+
+
+def basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:
+    """RFC 6749 §2.3.1: both parts form-urlencoded before base64, unless ``raw`` (for servers that expect that)."""
+    if not raw:
+        client_id, client_secret = quote_plus(client_id, safe=""), quote_plus(client_secret, safe="")
+    credentials = f"{client_id}:{client_secret}".encode()
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or garbage."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying (only to schedule a refresh); None otherwise."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        return None
+    return float(exp)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _printable(value: object, limit: int = 200) -> str | None:
+    """An endpoint-supplied string made safe for a log line or message: printable, bounded."""
+    if not isinstance(value, str) or not value:
+        return None
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in value)
+    return cleaned[:limit] + ("..." if len(cleaned) > limit else "")
+
+
+def _load_signing_key(settings: ProviderSettings) -> Any:
+    """Load and check the private_key_jwt key once, so a bad key fails at start-up with a clear message."""
+    name = settings.provider_name
+    try:
+        import jwt  # noqa: F401 - PyJWT signs the assertion
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    except ImportError:
+        raise OAuth2ConfigurationError(
+            f"provider '{name}': private_key_jwt needs PyJWT and cryptography; "
+            "install them with: pip install 'litellm-oauth2[jwt]'",
+            provider=name,
+        ) from None
+    field_name = "private_key" if settings.private_key is not None else "private_key_path"
+    pem = settings.read_private_key()
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise OAuth2ConfigurationError(
+            f"provider '{name}': field '{field_name}' is not an unencrypted PEM private key ({type(exc).__name__})",
+            provider=name,
+        ) from None
+    expected = rsa.RSAPrivateKey if settings.signing_algorithm == "RS256" else ec.EllipticCurvePrivateKey
+    if not isinstance(key, expected):
+        raise OAuth2ConfigurationError(
+            f"provider '{name}': field '{field_name}' holds a key that cannot sign {settings.signing_algorithm}; "
+            "use an RSA key for RS256 or a P-256 EC key for ES256 (signing_algorithm)",
+            provider=name,
+        )
+    if isinstance(key, ec.EllipticCurvePrivateKey) and not isinstance(key.curve, ec.SECP256R1):
+        raise OAuth2ConfigurationError(
+            f"provider '{name}': field '{field_name}' is an EC key on {key.curve.name}; ES256 needs P-256",
+            provider=name,
+        )
+    return key

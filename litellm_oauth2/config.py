@@ -1,0 +1,594 @@
+"""Configuration: the ``litellm_config.json`` file, its pydantic models, and loading.
+
+Every problem found while loading becomes an ``OAuth2ConfigurationError`` (or its
+``OAuth2ValidationError`` subclass) whose message names the provider and the field and
+never contains a configured value, since the value may be a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import OAuth2ConfigurationError, OAuth2Error, OAuth2ValidationError
+
+CONFIG_ENV_VAR = "LITELLM_OAUTH2_CONFIG"
+DEFAULT_CONFIG_PATH = "litellm_config.json"
+ENV_REFERENCE_PREFIX = "os.environ/"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+
+# Token request parameters the plugin sets itself; extra_token_params may not repeat them.
+RESERVED_TOKEN_PARAMS = frozenset(
+    {
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "scope",
+        "audience",
+        "resource",
+        "refresh_token",
+    }
+)
+# RFC 7230 token characters, for header names.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")
+_PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: the only hosts plain HTTP is allowed to by default."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_http_url(value: str, *, allow_insecure_http: bool) -> str:
+    """Absolute http(s) URL with a host and no fragment; plain http only towards loopback."""
+    if value != value.strip() or not value:
+        raise ValueError("must be an absolute http(s) URL without surrounding spaces")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an absolute URL starting with https:// (or http:// for a loopback host)")
+    if not parts.hostname:
+        raise ValueError("must be an absolute URL with a host name")
+    if parts.fragment or "#" in value:
+        raise ValueError("must not contain a fragment ('#...')")
+    if parts.username or parts.password:
+        raise ValueError("must not embed credentials; use client_id/client_secret")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            "uses plain http:// towards a non-loopback host, which would send credentials in clear text; "
+            "use https:// or set allow_insecure_http: true"
+        )
+    return value
+
+
+class RetrySettings(BaseModel):
+    """Retries of the token request for failures that can heal (5xx, 429, timeouts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = 3
+    initial_delay: Annotated[float, Field(ge=0, le=300)] = 1.0
+    max_delay: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> RetrySettings:
+        if self.initial_delay > self.max_delay:
+            raise ValueError("initial_delay must not be larger than max_delay")
+        return self
+
+
+class MemoryCacheSettings(BaseModel):
+    """Tokens live in this process only (the default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: Literal["memory"] = "memory"
+
+
+class RedisCacheSettings(BaseModel):
+    """Tokens are shared by every process that points at the same Redis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: Literal["redis"]
+    url: SecretStr
+    key_prefix: str = "litellm_oauth2:"
+    encryption: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+CacheSettings = Annotated[MemoryCacheSettings | RedisCacheSettings, Field(discriminator="type")]
+
+
+class ProviderSettings(BaseModel):
+    """One OAuth2-protected LLM provider: how to get its token and where its API lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    provider_name: str
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret: SecretStr | None = None
+    token_url: str
+    scope: str | None = None
+    refresh_token: SecretStr | None = None
+    audience: str | None = None
+    resource: tuple[str, ...] = ()
+    extra_token_params: dict[str, str] = Field(default_factory=dict)
+    token_endpoint_auth_method: AuthMethod = "client_secret_basic"
+    basic_auth_encoding: Literal["rfc6749", "raw"] = "rfc6749"
+    private_key: SecretStr | None = None
+    private_key_path: str | None = None
+    signing_algorithm: Literal["RS256", "ES256"] = "RS256"
+    key_id: str | None = None
+    api_base: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    expiry_buffer_seconds: Annotated[float, Field(ge=0, lt=86400)] = 60.0
+    default_expires_in: Annotated[float, Field(gt=0, le=31_536_000)] = 3600.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    verify: bool | str = True
+    allow_insecure_http: bool = False
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @field_validator("provider_name")
+    @classmethod
+    def _provider_name(cls, value: str) -> str:
+        if not _PROVIDER_NAME.match(value):
+            raise ValueError(
+                "must be a LiteLLM provider prefix: letters, digits, '_', '-' or '.', no '/' or spaces"
+            )
+        return value
+
+    @field_validator("resource", mode="before")
+    @classmethod
+    def _resource_list(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            parts = urlsplit(uri)
+            if not parts.scheme or uri != uri.strip() or " " in uri:
+                raise ValueError("each resource must be an absolute URI (RFC 8707), e.g. https://api.example.com")
+            if "#" in uri:
+                raise ValueError("a resource URI must not contain a fragment ('#...') (RFC 8707)")
+        if len(set(value)) != len(value):
+            raise ValueError("lists the same resource twice")
+        return value
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        tokens = value.split(" ")
+        if any(not token for token in tokens):
+            raise ValueError(
+                "has an empty scope value (leading, trailing or double spaces); separate scopes by one space"
+            )
+        if not all(_SCOPE_TOKEN.match(token) for token in tokens):
+            raise ValueError('contains a character not allowed in a scope (RFC 6749 §3.3: no quotes, "\\" or controls)')
+        return value
+
+    @field_validator("audience", "key_id", "private_key_path")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty; remove the field instead")
+        return value
+
+    @field_validator("extra_token_params")
+    @classmethod
+    def _extra_params(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, param in value.items():
+            if not name or not param:
+                raise ValueError("names and values must not be empty")
+            if name in RESERVED_TOKEN_PARAMS:
+                raise ValueError(f"must not set '{name}': the plugin sends it from its own field")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError("has a header name that is not a valid HTTP token")
+            if any(ch in header for ch in "\r\n\x00"):
+                raise ValueError(f"header '{name}' has a line break or NUL in its value")
+            if name.lower() in ("authorization", "api-key"):
+                raise ValueError(f"must not set '{name}': the plugin sends the bearer token itself")
+        return value
+
+    @field_validator("verify")
+    @classmethod
+    def _verify(cls, value: bool | str) -> bool | str:
+        # os.path.isfile, unlike Path.is_file, returns False (not OSError) for over-long names.
+        if isinstance(value, str) and not os.path.isfile(value):
+            raise ValueError("names a CA bundle file that does not exist; use true, false or a PEM file path")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProviderSettings:
+        for field in ("token_url", "api_base"):
+            url = getattr(self, field)
+            if url is not None:
+                try:
+                    check_http_url(url, allow_insecure_http=self.allow_insecure_http)
+                except ValueError as exc:
+                    raise FieldError(field, str(exc)) from None
+        if self.token_endpoint_auth_method == "private_key_jwt":
+            if (self.private_key is None) == (self.private_key_path is None):
+                raise FieldError("private_key", "private_key_jwt needs exactly one of private_key or private_key_path")
+        elif self.client_secret is None or not self.client_secret.get_secret_value():
+            raise FieldError(
+                "client_secret",
+                f"is required for {self.token_endpoint_auth_method} "
+                "(or set token_endpoint_auth_method: private_key_jwt)",
+            )
+        return self
+
+    @property
+    def cache_key(self) -> str:
+        """Everything that changes which token the endpoint issues, hashed.
+
+        Two providers differing only in scope get different keys; two names with identical
+        settings share one. Holds no secret and no URL in clear, so it can name a Redis key.
+        """
+        identity = [
+            self.token_url,
+            self.client_id,
+            self.scope,
+            self.audience,
+            list(self.resource),
+            sorted(self.extra_token_params.items()),
+            # Each refresh token is its own grant (often its own user): only a digest, never the value.
+            None
+            if self.refresh_token is None
+            else hashlib.sha256(self.refresh_token.get_secret_value().encode()).hexdigest(),
+        ]
+        return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+    def read_private_key(self) -> bytes:
+        """The PEM of the private_key_jwt signing key, from the field or the file."""
+        if self.private_key is not None:
+            return self.private_key.get_secret_value().encode()
+        if self.private_key_path is None:
+            raise OAuth2ConfigurationError(
+                f"provider '{self.provider_name}': field 'private_key' is required for private_key_jwt",
+                provider=self.provider_name,
+            )
+        try:
+            return Path(self.private_key_path).read_bytes()
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise OAuth2ConfigurationError(
+                f"provider '{self.provider_name}': field 'private_key_path' names a file that cannot be read "
+                f"({getattr(exc, 'strerror', None) or type(exc).__name__}); "
+                "check the path and its permissions",
+                original_error=exc,
+                provider=self.provider_name,
+            ) from None
+
+
+class OAuth2Config(BaseModel):
+    """The whole file: providers by name, and where tokens are cached."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    oauth2_providers: dict[str, ProviderSettings]
+    cache: CacheSettings = Field(default_factory=MemoryCacheSettings)
+
+    def provider(self, name: str) -> ProviderSettings:
+        """The provider called ``name``, or an error listing the configured ones."""
+        try:
+            return self.oauth2_providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.oauth2_providers)) or "none"
+            raise OAuth2ConfigurationError(
+                f"unknown OAuth2 provider '{name}'; configured providers: {known}", provider=name
+            ) from None
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str = "configuration") -> OAuth2Config:
+        """Validate a parsed document; every problem becomes an ``OAuth2ConfigurationError``."""
+        if not isinstance(data, Mapping):
+            raise OAuth2ConfigurationError(
+                f"{source}: the top level must be a JSON object with an 'oauth2_providers' object"
+            )
+        _reject_unknown(data, set(cls.model_fields), where=source)
+        if "oauth2_providers" not in data:
+            raise OAuth2ConfigurationError(
+                f"{source}: missing 'oauth2_providers': add an object mapping provider names to their settings"
+            )
+        raw_providers = data["oauth2_providers"]
+        if not isinstance(raw_providers, Mapping) or not raw_providers:
+            raise OAuth2ConfigurationError(
+                f"{source}: 'oauth2_providers' must be a non-empty object mapping provider names to settings"
+            )
+        providers = {
+            str(name): _validate_provider(str(name), settings) for name, settings in raw_providers.items()
+        }
+        cache = _validate_cache(data.get("cache", {"type": "memory"}), source)
+        return cls.model_construct(oauth2_providers=providers, cache=cache)
+
+
+class FieldError(ValueError):
+    """A model-level check that blames one field, so the message can name it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _reject_unknown(data: Mapping[Any, Any], allowed: set[str], *, where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise OAuth2ConfigurationError(f"{where}: unknown field '{key}'{_suggestion(str(key), allowed)}")
+
+
+def _suggestion(key: str, allowed: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(sorted(allowed))}"
+
+
+def resolve_env_references(value: object, on_missing: Callable[[str, str], OAuth2Error], path: str = "") -> object:
+    """Replace every ``os.environ/NAME`` string (at any depth) with the variable's value."""
+    if isinstance(value, str):
+        if not value.startswith(ENV_REFERENCE_PREFIX):
+            return value
+        var = value[len(ENV_REFERENCE_PREFIX) :]
+        resolved = os.environ.get(var) if var else None
+        if resolved is None:
+            raise on_missing(path, var)
+        return resolved
+    if isinstance(value, Mapping):
+        return {k: resolve_env_references(v, on_missing, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env_references(v, on_missing, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _validate_provider(name: str, settings: object) -> ProviderSettings:
+    prefix = f"provider '{name}'"
+    if not isinstance(settings, Mapping):
+        raise OAuth2ConfigurationError(f"{prefix}: settings must be a JSON object", provider=name)
+    if "provider_name" in settings:
+        raise OAuth2ConfigurationError(
+            f"{prefix}: field 'provider_name' is taken from the object key; remove it", provider=name
+        )
+    allowed = set(ProviderSettings.model_fields) - {"provider_name"}
+    for key in settings:
+        if key not in allowed:
+            raise OAuth2ConfigurationError(
+                f"{prefix}: unknown field '{key}'{_suggestion(str(key), allowed)}", provider=name
+            )
+
+    def missing(field: str, var: str) -> OAuth2Error:
+        return OAuth2ConfigurationError(
+            f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set",
+            provider=name,
+        )
+
+    resolved = resolve_env_references(dict(settings), missing)
+    assert isinstance(resolved, dict)
+    try:
+        provider = ProviderSettings.model_validate({**resolved, "provider_name": name})
+    except ValidationError as exc:
+        raise _translate(exc, prefix, name) from None
+    _check_not_builtin(provider.provider_name)
+    return provider
+
+
+def _validate_cache(raw: object, source: str) -> MemoryCacheSettings | RedisCacheSettings:
+    prefix = f"{source}: cache"
+    if not isinstance(raw, Mapping):
+        raise OAuth2ConfigurationError(f"{prefix}: must be an object like {{\"type\": \"memory\"}}")
+    kind = raw.get("type", "memory")
+    model: type[MemoryCacheSettings] | type[RedisCacheSettings]
+    if kind == "memory":
+        model = MemoryCacheSettings
+    elif kind == "redis":
+        model = RedisCacheSettings
+    else:
+        raise OAuth2ValidationError(f"{prefix}: field 'type' must be 'memory' or 'redis'")
+    _reject_unknown(raw, set(model.model_fields), where=prefix)
+
+    def missing(field: str, var: str) -> OAuth2Error:
+        return OAuth2ConfigurationError(f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set")
+
+    resolved = resolve_env_references(dict(raw), missing)
+    try:
+        return model.model_validate(resolved)
+    except ValidationError as exc:
+        raise _translate(exc, prefix, None) from None
+
+
+def _translate(exc: ValidationError, prefix: str, provider: str | None) -> OAuth2ConfigurationError:
+    """Turn pydantic's first error into one sentence naming the field, never echoing the input."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, FieldError):
+        field, message = ctx_error.field, str(ctx_error)
+    if error["type"] == "missing":
+        return OAuth2ConfigurationError(f"{prefix}: field '{field}' is required", provider=provider)
+    return OAuth2ValidationError(f"{prefix}: field '{field}' {_as_predicate(message)}", provider=provider)
+
+
+def _as_predicate(message: str) -> str:
+    """Pydantic says 'Input should be ...'; ours say 'must be ...'. Both read after the field name."""
+    if message.startswith("Input "):
+        return message[len("Input ") :]
+    return message
+
+
+@lru_cache(maxsize=1)
+def _builtin_provider_names() -> frozenset[str]:
+    """LiteLLM's own provider prefixes, read lazily so the core does not import LiteLLM at import time."""
+    try:
+        from litellm.types.utils import LlmProvidersSet
+    except ImportError:  # pragma: no cover - litellm is a runtime dependency
+        return frozenset()
+    names = set(LlmProvidersSet)
+    try:
+        from litellm.llms.openai_like.json_loader import JSONProviderRegistry
+
+        names.update(JSONProviderRegistry.list_providers())
+    except (ImportError, AttributeError):  # pragma: no cover - older LiteLLM without JSON providers
+        pass
+    return frozenset(names)
+
+
+def _check_not_builtin(name: str) -> None:
+    if name in _builtin_provider_names():
+        raise OAuth2ValidationError(
+            f"provider '{name}': field 'provider_name' collides with LiteLLM's built-in provider '{name}', "
+            "whose models LiteLLM would handle itself; rename the provider (e.g. '{name}_oauth2')".replace(
+                "{name}", name
+            ),
+            provider=name,
+        )
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise OAuth2ConfigurationError(f"duplicate key '{key}': each provider and field may appear only once")
+        result[key] = value
+    return result
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The file to read: the argument, else ``$LITELLM_OAUTH2_CONFIG``, else ``./litellm_config.json``."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> OAuth2Config:
+    """Read, parse and validate the configuration file (JSON, or YAML for .yaml/.yml)."""
+    file = config_path(path)
+    try:
+        raw = file.read_bytes()[: MAX_CONFIG_BYTES + 1]
+    except FileNotFoundError:
+        raise OAuth2ConfigurationError(
+            f"configuration file '{file}' not found; create it or set {CONFIG_ENV_VAR} to its path"
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise OAuth2ConfigurationError(
+            f"configuration file '{file}' cannot be read "
+            f"({getattr(exc, 'strerror', None) or type(exc).__name__})",
+            original_error=exc,
+        ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise OAuth2ConfigurationError(f"configuration file '{file}' is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise OAuth2ConfigurationError(
+            f"configuration file '{file}' is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from None
+    data = parse_document(text, source=str(file), yaml=file.suffix.lower() in (".yaml", ".yml"))
+    return OAuth2Config.from_dict(data, source=str(file))
+
+
+def parse_document(text: str, *, source: str, yaml: bool = False) -> object:
+    """Parse JSON (or YAML) text, rejecting duplicate keys and absurd nesting."""
+    if yaml:
+        data = _parse_yaml(text, source)
+    else:
+        try:
+            data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise OAuth2ConfigurationError(
+                f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        except RecursionError:
+            raise OAuth2ConfigurationError(f"{source}: JSON nested too deeply") from None
+        except OAuth2ConfigurationError as exc:
+            raise OAuth2ConfigurationError(f"{source}: {exc.message}") from None
+        except ValueError:  # e.g. an integer literal longer than sys.get_int_max_str_digits()
+            raise OAuth2ConfigurationError(f"{source}: invalid JSON: a number is too long") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise OAuth2ConfigurationError(f"{source}: nested deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+def _parse_yaml(text: str, source: str) -> object:
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # Aliases would let a tiny file expand exponentially ("billion laughs").
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported", mark)
+            return super().compose_node(parent, index)
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        pairs = [(loader.construct_object(k), loader.construct_object(v)) for k, v in node.value]
+        return _reject_duplicate_keys(pairs)
+
+    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise OAuth2ConfigurationError(f"{source}: invalid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError:
+        raise OAuth2ConfigurationError(f"{source}: invalid YAML") from None
+    except RecursionError:
+        raise OAuth2ConfigurationError(f"{source}: YAML nested too deeply") from None
+    except OAuth2ConfigurationError as exc:
+        raise OAuth2ConfigurationError(f"{source}: {exc.message}") from None
+    except (ValueError, TypeError):  # bad !!timestamp/!!int/!!float scalars, unhashable (list) keys
+        raise OAuth2ConfigurationError(f"{source}: invalid YAML: a key or value cannot be built") from None
+
+
+def _depth(value: object, level: int = 0) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, Mapping):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level

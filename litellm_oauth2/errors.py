@@ -1,0 +1,60 @@
+"""Exception hierarchy: every failure the plugin raises is an ``OAuth2Error``.
+
+The ``ValueError``/``RuntimeError`` bases keep code that caught the plain exceptions of
+earlier in-house token helpers working.
+"""
+
+from __future__ import annotations
+
+
+class OAuth2Error(Exception):
+    """Base class. ``provider`` names the configured provider, ``original_error`` the cause."""
+
+    def __init__(
+        self,
+        message: str,
+        original_error: BaseException | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.original_error = original_error
+        self.provider = provider
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OAuth2ConfigurationError(OAuth2Error, ValueError):
+    """The configuration cannot be used: bad file, missing field, unknown provider."""
+
+
+class OAuth2ValidationError(OAuth2ConfigurationError):
+    """A field has a value that is not allowed (URL, scope, number range...)."""
+
+
+class OAuth2AuthenticationError(OAuth2Error, RuntimeError):
+    """No token could be obtained: network failure, rejected credentials, bad endpoint response."""
+
+    def __init__(
+        self,
+        message: str,
+        original_error: BaseException | None = None,
+        provider: str | None = None,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> None:
+        super().__init__(message, original_error, provider)
+        self.status_code = status_code
+        self.error = error
+        self.error_description = error_description
+
+
+__all__ = [
+    "OAuth2AuthenticationError",
+    "OAuth2ConfigurationError",
+    "OAuth2Error",
+    "OAuth2ValidationError",
+]

@@ -1,0 +1,54 @@
+"""Small builders shared by the tests: provider settings pointed at the loopback servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from litellm_oauth2.config import OAuth2Config, ProviderSettings
+
+SECRET = "s3cr3t-KNOWN:/+%&= value"
+FAST_RETRY = {"attempts": 3, "initial_delay": 0.01, "max_delay": 0.05}
+
+
+def provider_dict(token_url: str, **overrides: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "client_id": "test-client",
+        "client_secret": SECRET,
+        "token_url": token_url,
+        "retry": dict(FAST_RETRY),
+        "timeout_seconds": 5,
+    }
+    settings.update(overrides)
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def config_of(providers: dict[str, dict[str, Any]], **top: Any) -> OAuth2Config:
+    return OAuth2Config.from_dict({"oauth2_providers": providers, **top})
+
+
+def provider(token_url: str, name: str = "idp_test", **overrides: Any) -> ProviderSettings:
+    return config_of({name: provider_dict(token_url, **overrides)}).provider(name)
+
+
+def rsa_key_pair() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _pem_pair(key)
+
+
+def ec_key_pair() -> tuple[str, str]:
+    return _pem_pair(ec.generate_private_key(ec.SECP256R1()))
+
+
+def _pem_pair(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[str, str]:
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
