@@ -1,0 +1,268 @@
+"""Shared plumbing for the loopback test servers: a threaded HTTP/1.1 server that shuts down cleanly.
+
+The servers are real sockets (not mocks) so that tests exercise the same HTTP stack, connection
+pooling and error paths as production traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+_S = TypeVar("_S", bound="LoopbackServer")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server received it.
+
+    ``headers`` has lower-cased names (look up ``headers["authorization"]``); repeated headers are
+    joined with ``", "``. ``form`` is filled for ``application/x-www-form-urlencoded`` bodies and
+    ``json`` for ``application/json`` bodies (``None`` when absent or unparsable).
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    form: dict[str, list[str]] = field(default_factory=dict)
+    json: Any = None
+
+
+@dataclass
+class Response:
+    """What a server answers. ``chunks`` streams with chunked encoding; ``reset`` sends a TCP RST."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    chunks: list[bytes] | None = None
+    reset: bool = False
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    """Compact JSON response; extra ``headers`` override the defaults."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+
+def media_type(headers: dict[str, str]) -> str:
+    """The lower-cased media type of ``Content-Type``, without parameters."""
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _record(method: str, path: str, headers: dict[str, str], body: bytes) -> RecordedRequest:
+    form: dict[str, list[str]] = {}
+    parsed: Any = None
+    if media_type(headers) == "application/x-www-form-urlencoded":
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    elif media_type(headers) == "application/json":
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+    return RecordedRequest(method, path, headers, body, form, parsed)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Keep-alive handler; Nagle off and a buffered writer so a response leaves in one segment."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request logging: it is noise in test output and slows benchmarks."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while size := int(self.rfile.readline().split(b";", 1)[0].strip(), 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        try:
+            body = self._read_body()
+        except ValueError:
+            self._write(json_response(400, {"error": "invalid_request"}, {"Connection": "close"}))
+            return
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        self._write(self.server.respond(_record(self.command, self.path, headers, body)))
+
+    def _write(self, response: Response) -> None:
+        if response.reset:
+            self.server.reset_on_close(self.connection)
+            self.close_connection = True
+            return
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.chunks is None:
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            self.wfile.write(response.body)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in response.chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Tracks open connections so ``close()`` can end idle keep-alive threads instead of hanging."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, respond: Callable[[RecordedRequest], Response], closing: threading.Event) -> None:
+        self.respond = respond
+        self.closing = closing
+        self._connections_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._to_reset: set[socket.socket] = set()
+        self._handler_threads: list[threading.Thread] = []
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall for seconds.
+        TCPServer.server_bind(self)
+        self.server_name = "127.0.0.1"
+        self.server_port = self.server_address[1]
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        with self._connections_lock:
+            self._connections.add(connection)
+        return connection, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # ThreadingMixIn never joins daemon threads; track them so server_close() can.
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=self.daemon_threads
+        )
+        with self._connections_lock:
+            self._handler_threads = [alive for alive in self._handler_threads if alive.is_alive()]
+            self._handler_threads.append(thread)
+        thread.start()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._connections_lock:
+            threads, self._handler_threads = self._handler_threads, []
+        for thread in threads:
+            thread.join()
+
+    def reset_on_close(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._to_reset.add(connection)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+            reset = request in self._to_reset
+            self._to_reset.discard(request)
+        if reset:
+            request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.close()
+        else:
+            super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that time out or hang up, and close() cutting requests short, are expected in tests.
+        if not self.closing.is_set() and not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by its handler
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class LoopbackServer:
+    """Base for the test servers: binds 127.0.0.1 on a free port in a daemon thread."""
+
+    def __init__(self) -> None:
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lifecycle_lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def respond(self, request: RecordedRequest) -> Response:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``; only valid while started."""
+        if self._httpd is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def start(self: _S) -> _S:
+        """Start serving (no-op when already running); returns ``self``."""
+        with self._lifecycle_lock:
+            if self._httpd is None:
+                self._closing.clear()
+                self._httpd = _HTTPServer(self.respond, self._closing)
+                # A short poll interval keeps close() fast: shutdown() waits for the next poll.
+                self._thread = threading.Thread(
+                    target=self._httpd.serve_forever,
+                    kwargs={"poll_interval": 0.01},
+                    name=f"{type(self).__name__}-{self._httpd.server_port}",
+                    daemon=True,
+                )
+                self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving, cut keep-alive connections and join every server thread."""
+        with self._lifecycle_lock:
+            httpd, thread = self._httpd, self._thread
+            self._httpd = self._thread = None
+            if httpd is None or thread is None:
+                return
+            self._closing.set()  # wakes handlers sleeping in an injected delay
+            httpd.shutdown()
+            httpd.drop_connections()
+            httpd.server_close()  # joins the handler threads
+            thread.join()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep that ``close()`` interrupts (aborting the request), so a delay never blocks shutdown."""
+        if seconds > 0 and self._closing.wait(seconds):
+            raise ConnectionAbortedError("server closed")
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

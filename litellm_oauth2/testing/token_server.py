@@ -1,0 +1,539 @@
+"""A real OAuth2 token endpoint (RFC 6749 client credentials) on loopback, with fault injection.
+
+Tests, the CLI demo and users' own suites point the plugin at it to exercise every client
+authentication method and every way a token endpoint can misbehave, over real HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from ._http import LoopbackServer, RecordedRequest, Response, json_response, media_type
+
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+DEFAULT_AUDIENCE = "litellm-oauth2-test"
+MALFORM_KINDS = frozenset(
+    {
+        "non_json",
+        "missing_access_token",
+        "missing_token_type",
+        "wrong_token_type",
+        "huge",
+        "newline_token",
+        "empty_token",
+        "negative_expires_in",
+        "string_expires_in",
+        "no_expires_in",
+        "no_expires_in_opaque",
+        "json_array",
+    }
+)
+_RSA_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+_EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_HUGE_PADDING = 2 * 1024 * 1024 + 1
+
+# An injected fault answers the request itself, or returns None to let it be served normally.
+_Fault = Callable[[RecordedRequest, str | None], Response | None]
+
+
+class _OAuthError(Exception):
+    """Raised anywhere while serving /token; rendered as an RFC 6749 §5.2 error response."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str] | None = None):
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = headers or {}
+
+
+@dataclass
+class _Client:
+    client_id: str
+    secret: str | None
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None
+    allowed_scopes: frozenset[str] | None
+    refresh_token: str | None
+    rotate_refresh_token: bool
+
+
+def _number(value: float) -> int | float:
+    """``expires_in`` as an int when integral, as most real servers send it."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _oauth_error(
+    status: int, error: str, description: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    payload = {"error": error} if description is None else {"error": error, "error_description": description}
+    return json_response(status, payload, {**_NO_STORE, **(headers or {})})
+
+
+class TokenServer(LoopbackServer):
+    """OAuth2 authorization server issuing signed JWT access tokens.
+
+    Serves ``POST /token``, ``GET /jwks`` and ``GET /.well-known/openid-configuration``. Every
+    ``/token`` request is counted and recorded, including rejected ones and injected faults.
+    """
+
+    def __init__(
+        self, *, token_lifetime: float = 3600.0, issuer: str | None = None, key_type: str = "RSA"
+    ) -> None:
+        super().__init__()
+        self.token_lifetime = token_lifetime
+        """Seconds; returned as ``expires_in`` and used for ``exp``. May be changed at any time."""
+        self.delay = 0.0
+        """Seconds every ``/token`` request waits before being answered (on top of ``delay_next``)."""
+        self._issuer = issuer
+        self._kid = uuid.uuid4().hex[:16]
+        if key_type == "RSA":
+            self._key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = rsa.generate_private_key(65537, 2048)
+            self._algorithm = "RS256"
+            jwk = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        elif key_type == "EC":
+            self._key = ec.generate_private_key(ec.SECP256R1())
+            self._algorithm = "ES256"
+            jwk = ECAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        else:
+            raise ValueError(f"key_type must be 'RSA' or 'EC', not {key_type!r}")
+        assert isinstance(jwk, dict)
+        self._jwks = {"keys": [{**jwk, "kid": self._kid, "use": "sig", "alg": self._algorithm}]}
+        self._lock = threading.Lock()
+        self._clients: dict[str, _Client] = {}
+        self._faults: deque[_Fault] = deque()
+        self._token_requests = 0
+        self._per_client: Counter[str] = Counter()
+        self._requests: list[RecordedRequest] = []
+        self._issued: list[str] = []
+        self._revoked: set[str] = set()
+        self._seen_jtis: set[str] = set()
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        """``iss`` of issued tokens: the ``issuer`` argument, else ``url``."""
+        return self._issuer or self.url
+
+    @property
+    def token_url(self) -> str:
+        return self.url + "/token"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.url + "/jwks"
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def add_client(
+        self,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        public_key_pem: str | bytes | None = None,
+        allowed_scopes: set[str] | None = None,
+        refresh_token: str | None = None,
+        rotate_refresh_token: bool = False,
+    ) -> None:
+        """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt."""
+        public_key = None
+        if public_key_pem is not None:
+            loaded = load_pem_public_key(
+                public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
+            )
+            if not isinstance(loaded, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+                raise ValueError("public_key_pem must be an RSA or EC public key")
+            public_key = loaded
+        client = _Client(
+            client_id,
+            client_secret,
+            public_key,
+            None if allowed_scopes is None else frozenset(allowed_scopes),
+            refresh_token,
+            rotate_refresh_token,
+        )
+        with self._lock:
+            self._clients[client_id] = client
+
+    # -- observations ------------------------------------------------------------------------
+
+    @property
+    def token_requests(self) -> int:
+        """Number of ``POST /token`` requests received (any outcome)."""
+        with self._lock:
+            return self._token_requests
+
+    def token_requests_for(self, client_id: str) -> int:
+        """``/token`` requests that named ``client_id`` (via Basic, form or assertion), any outcome."""
+        with self._lock:
+            return self._per_client[client_id]
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Copy of the recorded ``/token`` requests, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Copy of every signed access token handed out, oldest first."""
+        with self._lock:
+            return list(self._issued)
+
+    def verify_access_token(self, token: str) -> dict[str, Any] | None:
+        """Claims of ``token`` if signed by this server, unexpired and not revoked; else ``None``."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key.public_key(),
+                algorithms=[self._algorithm],
+                options={"verify_aud": False, "require": ["exp"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        if self.is_revoked(token) or self.is_revoked(str(claims.get("jti", ""))):
+            return None
+        return claims
+
+    def revoke(self, token: str) -> None:
+        """Make ``token`` (and any token sharing its ``jti``) invalid from now on."""
+        try:
+            jti = jwt.decode(token, options={"verify_signature": False}).get("jti")
+        except jwt.PyJWTError:
+            jti = None
+        with self._lock:
+            self._revoked.add(token)
+            if jti:
+                self._revoked.add(str(jti))
+
+    def is_revoked(self, token_or_jti: str) -> bool:
+        """Whether a token, or a ``jti`` claim, was revoked; resource servers consult this."""
+        with self._lock:
+            return token_or_jti in self._revoked
+
+    def reset(self) -> None:
+        """Forget counts, records, issued tokens and pending faults; clients and revocations stay."""
+        with self._lock:
+            self._faults.clear()
+            self._token_requests = 0
+            self._per_client.clear()
+            self._requests.clear()
+            self._issued.clear()
+
+    # -- fault injection (FIFO: each queued fault is consumed by one /token request) ------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        *,
+        status: int = 503,
+        error: str | None = None,
+        error_description: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Answer the next ``n`` token requests with ``status``.
+
+        The body is ``body`` verbatim when given, else an OAuth error JSON with ``error`` (default
+        ``server_error`` for 5xx, ``invalid_request`` otherwise). ``headers`` are added last.
+        """
+        if body is not None:
+            response = Response(
+                status, body, {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
+            )
+        else:
+            code = error or ("server_error" if status >= 500 else "invalid_request")
+            response = _oauth_error(status, code, error_description, headers)
+        self._enqueue(n, lambda _request, _client_id: response)
+
+    def delay_next(self, n: int = 1, seconds: float = 1.0) -> None:
+        """Hold the next ``n`` token requests for ``seconds``, then answer them normally."""
+
+        def delay(_request: RecordedRequest, _client_id: str | None) -> None:
+            self.sleep(seconds)
+
+        self._enqueue(n, delay)
+
+    def malform_next(self, n: int = 1, kind: str = "non_json") -> None:
+        """Answer the next ``n`` token requests with a broken 200 response, whatever their credentials.
+
+        ``non_json`` (an HTML page), ``json_array`` (``[]``), ``no_expires_in_opaque`` (a random
+        non-JWT token and no ``expires_in``); the others start from a real signed token (recorded in
+        ``issued_tokens``) and then: ``missing_access_token``, ``missing_token_type``,
+        ``wrong_token_type`` ("mac"), ``huge`` (body > 2 MiB), ``newline_token`` (token + CRLF header
+        injection), ``empty_token``, ``negative_expires_in``, ``string_expires_in`` ("120"),
+        ``no_expires_in`` (the JWT still carries ``exp``).
+        """
+        if kind not in MALFORM_KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(MALFORM_KINDS)}")
+        self._enqueue(n, lambda request, client_id: self._malformed(kind, request, client_id))
+
+    def redirect_next(
+        self, n: int = 1, location: str = "http://127.0.0.1:1/elsewhere", status: int = 302
+    ) -> None:
+        """Answer the next ``n`` token requests with a redirect (clients must not follow it blindly)."""
+        response = Response(status, b"", {"Location": location, **_NO_STORE})
+        self._enqueue(n, lambda _request, _client_id: response)
+
+    def reset_connection_next(self, n: int = 1) -> None:
+        """Drop the connection (TCP RST) of the next ``n`` token requests without answering."""
+        response = Response(0, reset=True)
+        self._enqueue(n, lambda _request, _client_id: response)
+
+    def _enqueue(self, n: int, fault: _Fault) -> None:
+        with self._lock:
+            self._faults.extend([fault] * n)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def respond(self, request: RecordedRequest) -> Response:
+        path = urlsplit(request.path).path
+        if path == "/token":
+            if request.method != "POST":
+                return _oauth_error(405, "invalid_request", "use POST", {"Allow": "POST"})
+            return self._token_endpoint(request)
+        if path == "/jwks":
+            return json_response(200, self._jwks)
+        if path == "/.well-known/openid-configuration":
+            metadata = {"issuer": self.issuer, "token_endpoint": self.token_url, "jwks_uri": self.jwks_url}
+            return json_response(200, metadata)
+        return json_response(404, {"error": "not_found"})
+
+    def _token_endpoint(self, request: RecordedRequest) -> Response:
+        client_id = self._claimed_client_id(request)
+        with self._lock:
+            self._token_requests += 1
+            self._requests.append(request)
+            if client_id is not None:
+                self._per_client[client_id] += 1
+            fault = self._faults.popleft() if self._faults else None
+        self.sleep(self.delay)
+        if fault is not None and (injected := fault(request, client_id)) is not None:
+            return injected
+        try:
+            return self._grant(request)
+        except _OAuthError as exc:
+            return _oauth_error(exc.status, exc.error, exc.description, exc.headers)
+
+    @staticmethod
+    def _claimed_client_id(request: RecordedRequest) -> str | None:
+        """The client a request claims to be, for per-client counting (not authentication)."""
+        authorization = request.headers.get("authorization", "")
+        if authorization[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(authorization[6:].strip()).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return unquote_plus(decoded.partition(":")[0])
+        if form_client_id := request.form.get("client_id"):
+            return form_client_id[0]
+        if assertion := request.form.get("client_assertion"):
+            try:
+                issuer = jwt.decode(assertion[0], options={"verify_signature": False}).get("iss")
+            except jwt.PyJWTError:
+                return None
+            return issuer if isinstance(issuer, str) else None
+        return None
+
+    def _grant(self, request: RecordedRequest) -> Response:
+        if media_type(request.headers) != "application/x-www-form-urlencoded":
+            raise _OAuthError(
+                400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded"
+            )
+        duplicated = sorted(
+            name for name, values in request.form.items() if len(values) > 1 and name != "resource"
+        )
+        if duplicated:
+            raise _OAuthError(400, "invalid_request", f"repeated parameter: {', '.join(duplicated)}")
+        params = {name: values[0] for name, values in request.form.items()}
+        client = self._authenticate(request, params)
+        grant_type = params.get("grant_type")
+        if not grant_type:
+            raise _OAuthError(400, "invalid_request", "missing grant_type")
+        if grant_type == "client_credentials":
+            return self._token_response(client, params, request.form.get("resource", []))
+        if grant_type == "refresh_token":
+            return self._token_response(client, params, request.form.get("resource", []), refresh=True)
+        raise _OAuthError(400, "unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+
+    # -- client authentication -----------------------------------------------------------------
+
+    def _authenticate(self, request: RecordedRequest, params: dict[str, str]) -> _Client:
+        authorization = request.headers.get("authorization")
+        basic = authorization is not None and authorization[:6].lower() == "basic "
+        post = "client_secret" in params
+        assertion = "client_assertion" in params or "client_assertion_type" in params
+        if basic + post + assertion > 1:
+            raise _OAuthError(400, "invalid_request", "more than one client authentication method")
+        challenge = {"WWW-Authenticate": 'Basic realm="test"'} if basic else {}
+        client: _Client | None = None
+        if authorization is not None and basic:
+            client = self._basic_client(authorization[6:].strip())
+        elif post:
+            client = self._secret_client(params.get("client_id", ""), params["client_secret"])
+        elif assertion:
+            client = self._assertion_client(params)
+        if client is None or params.get("client_id", client.client_id) != client.client_id:
+            raise _OAuthError(401, "invalid_client", "client authentication failed", challenge)
+        return client
+
+    def _secret_client(self, client_id: str, secret: str) -> _Client | None:
+        with self._lock:
+            client = self._clients.get(client_id)
+        if client is None or client.secret is None:
+            return None
+        return client if hmac.compare_digest(secret.encode(), client.secret.encode()) else None
+
+    def _basic_client(self, credentials: str) -> _Client | None:
+        """RFC 6749 §2.3.1 form-encoded id/secret, falling back to the raw (unencoded) form."""
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        raw_id, colon, raw_secret = decoded.partition(":")
+        if not colon:
+            return None
+        return self._secret_client(unquote_plus(raw_id), unquote_plus(raw_secret)) or self._secret_client(
+            raw_id, raw_secret
+        )
+
+    def _assertion_client(self, params: dict[str, str]) -> _Client | None:
+        """RFC 7523 ``private_key_jwt``: signature, iss == sub == client, audience, exp and single-use jti."""
+        assertion = params.get("client_assertion")
+        if params.get("client_assertion_type") != JWT_BEARER_ASSERTION or not assertion:
+            return None
+        try:
+            claimed = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        with self._lock:
+            client = self._clients.get(params.get("client_id") or str(claimed.get("iss")))
+        if client is None or client.public_key is None:
+            return None
+        try:
+            claims = jwt.decode(
+                assertion,
+                client.public_key,
+                algorithms=_RSA_ALGORITHMS
+                if isinstance(client.public_key, rsa.RSAPublicKey)
+                else _EC_ALGORITHMS,
+                audience=[self.token_url, self.url, self.issuer],
+                options={"require": ["exp", "iss", "sub", "aud", "jti"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims["iss"] != client.client_id or claims["sub"] != client.client_id:
+            return None
+        jti = str(claims["jti"])
+        with self._lock:
+            replayed = jti in self._seen_jtis
+            self._seen_jtis.add(jti)
+        if replayed:
+            raise _OAuthError(400, "invalid_client", "client_assertion jti was already used")
+        return client
+
+    # -- issuing -------------------------------------------------------------------------------
+
+    def _token_response(
+        self, client: _Client, params: dict[str, str], resources: list[str], *, refresh: bool = False
+    ) -> Response:
+        scopes = list(dict.fromkeys(params.get("scope", "").split()))
+        if client.allowed_scopes is not None and not set(scopes) <= client.allowed_scopes:
+            raise _OAuthError(400, "invalid_scope", "requested scope is not allowed for this client")
+        for resource in resources:
+            parts = urlsplit(resource)
+            if not parts.scheme or parts.fragment:
+                raise _OAuthError(400, "invalid_target", "resource must be an absolute URI without fragment")
+        new_refresh_token = self._use_refresh_token(client, params.get("refresh_token")) if refresh else None
+        audience: str | list[str] = (
+            params.get("audience") or (resources[0] if len(resources) == 1 else resources) or DEFAULT_AUDIENCE
+        )
+        payload = self._token_payload(client.client_id, " ".join(scopes), audience)
+        if new_refresh_token is not None:
+            payload["refresh_token"] = new_refresh_token
+        return json_response(200, payload, _NO_STORE)
+
+    def _use_refresh_token(self, client: _Client, presented: str | None) -> str | None:
+        """Check (and, if configured, rotate) the client's refresh token; returns the new one."""
+        with self._lock:
+            current = client.refresh_token
+            if presented is None or current is None or not hmac.compare_digest(presented, current):
+                raise _OAuthError(400, "invalid_grant", "refresh_token is invalid")
+            if not client.rotate_refresh_token:
+                return None
+            client.refresh_token = secrets.token_urlsafe(32)
+            return client.refresh_token
+
+    def _token_payload(self, client_id: str, scope: str, audience: str | list[str]) -> dict[str, Any]:
+        now = time.time()
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": client_id,
+            "client_id": client_id,
+            "aud": audience,
+            "iat": int(now),
+            "exp": math.ceil(now + self.token_lifetime),
+            "jti": uuid.uuid4().hex,
+        }
+        if scope:
+            claims["scope"] = scope
+        token = jwt.encode(claims, self._key, algorithm=self._algorithm, headers={"kid": self._kid})
+        with self._lock:
+            self._issued.append(token)
+        payload: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": _number(self.token_lifetime),
+        }
+        if scope:
+            payload["scope"] = scope
+        return payload
+
+    def _malformed(self, kind: str, request: RecordedRequest, client_id: str | None) -> Response:
+        if kind == "non_json":
+            return Response(200, b"<html>oops</html>", {"Content-Type": "text/html; charset=utf-8"})
+        if kind == "json_array":
+            return json_response(200, [], _NO_STORE)
+        if kind == "no_expires_in_opaque":
+            return json_response(
+                200, {"access_token": secrets.token_urlsafe(32), "token_type": "Bearer"}, _NO_STORE
+            )
+        scope = request.form.get("scope", [""])[0]
+        payload = self._token_payload(client_id or "unknown-client", scope, DEFAULT_AUDIENCE)
+        if kind == "missing_access_token":
+            del payload["access_token"]
+        elif kind == "missing_token_type":
+            del payload["token_type"]
+        elif kind == "wrong_token_type":
+            payload["token_type"] = "mac"
+        elif kind == "huge":
+            payload["padding"] = "x" * _HUGE_PADDING
+        elif kind == "newline_token":
+            payload["access_token"] += "\r\nX-Injected: 1"
+        elif kind == "empty_token":
+            payload["access_token"] = ""
+        elif kind == "negative_expires_in":
+            payload["expires_in"] = -60
+        elif kind == "string_expires_in":
+            payload["expires_in"] = "120"
+        else:  # "no_expires_in": the JWT still carries exp
+            del payload["expires_in"]
+        return json_response(200, payload, _NO_STORE)
