@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from pydantic import SecretStr
@@ -72,7 +72,7 @@ class _TokenRequestFailed(OAuth2AuthenticationError):
         retryable: bool,
         retry_after: float | None = None,
         original_error: BaseException | None = None,
-        status_code: int | None = None,
+        http_status: int | None = None,
         error: str | None = None,
         error_description: str | None = None,
     ) -> None:
@@ -80,7 +80,7 @@ class _TokenRequestFailed(OAuth2AuthenticationError):
             message,
             original_error,
             provider,
-            status_code=status_code,
+            http_status=http_status,
             error=error,
             error_description=error_description,
         )
@@ -131,7 +131,7 @@ class TokenClient:
                 f"{last.message} (gave up after {retry.attempts + 1} attempts)",
                 last.original_error or last,
                 self.settings.provider_name,
-                status_code=last.status_code,
+                http_status=last.http_status,
                 error=last.error,
                 error_description=last.error_description,
             ) from None
@@ -140,7 +140,7 @@ class TokenClient:
                 exc.message,
                 exc.original_error,
                 exc.provider,
-                status_code=exc.status_code,
+                http_status=exc.http_status,
                 error=exc.error,
                 error_description=exc.error_description,
             ) from None
@@ -177,7 +177,9 @@ class TokenClient:
         except requests.Timeout as exc:
             raise self._failure(f"token request to {self._host} timed out", exc) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise self._failure(f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc) from None
+            raise self._failure(
+                f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc
+            ) from None
         except requests.RequestException as exc:
             raise self._failure(
                 f"token request to {self._host} failed ({type(exc).__name__})", exc, retryable=False
@@ -187,10 +189,11 @@ class TokenClient:
         if 300 <= response.status_code < 400:
             location = urlsplit(response.headers.get("Location", "")).netloc or "an unknown host"
             raise self._failure(
-                f"token endpoint {self._host} answered HTTP {response.status_code} redirecting to {location}; "
+                f"token endpoint {self._host} answered HTTP {response.status_code} "
+                f"redirecting to {location}; "
                 "redirects are not followed so credentials stay on the configured host: fix token_url",
                 retryable=False,
-                status_code=response.status_code,
+                http_status=response.status_code,
             )
         if response.status_code != 200:
             raise self._error_response(response, body)
@@ -215,7 +218,9 @@ class TokenClient:
         params += list(s.extra_token_params.items())
         secret = s.client_secret.get_secret_value() if s.client_secret else ""
         if s.token_endpoint_auth_method == "client_secret_basic":
-            headers["Authorization"] = basic_authorization(s.client_id, secret, raw=s.basic_auth_encoding == "raw")
+            headers["Authorization"] = basic_authorization(
+                s.client_id, secret, raw=s.basic_auth_encoding == "raw"
+            )
         elif s.token_endpoint_auth_method == "client_secret_post":
             params += [("client_id", s.client_id), ("client_secret", secret)]
         else:
@@ -240,7 +245,9 @@ class TokenClient:
             "jti": uuid.uuid4().hex,
         }
         headers = {"kid": self.settings.key_id} if self.settings.key_id else None
-        return jwt.encode(claims, self._signing_key, algorithm=self.settings.signing_algorithm, headers=headers)
+        return jwt.encode(
+            claims, self._signing_key, algorithm=self.settings.signing_algorithm, headers=headers
+        )
 
     def _read_body(self, response: requests.Response) -> bytes:
         chunks: list[bytes] = []
@@ -252,7 +259,7 @@ class TokenClient:
                     raise self._failure(
                         f"token endpoint {self._host} sent a response larger than {MAX_RESPONSE_BYTES} bytes",
                         retryable=False,
-                        status_code=response.status_code,
+                        http_status=response.status_code,
                     )
                 chunks.append(chunk)
         except requests.RequestException as exc:
@@ -283,7 +290,7 @@ class TokenClient:
             f"token endpoint {self._host} answered HTTP {status}{detail}{hint}",
             retryable=retryable,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            status_code=status,
+            http_status=status,
             error=error,
             error_description=description,
         )
@@ -302,7 +309,9 @@ class TokenClient:
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             shown = _printable(token_type) if isinstance(token_type, str) else None
             raise self._invalid(
-                f"token_type is {shown!r}, not 'Bearer'" if shown else "the response has no token_type 'Bearer'"
+                f"token_type is {shown!r}, not 'Bearer'"
+                if shown
+                else "the response has no token_type 'Bearer'"
             )
         lifetime = self._lifetime(document.get("expires_in"), access_token, sent_at_wall)
         scope = document.get("scope")
@@ -311,9 +320,7 @@ class TokenClient:
         if rotated is not None and self._refresh_token is not None:
             with self._refresh_lock:
                 self._refresh_token = rotated
-        logger.debug(
-            "provider %s: token obtained, usable for %.0f s", self.settings.provider_name, lifetime
-        )
+        logger.debug("provider %s: token obtained, usable for %.0f s", self.settings.provider_name, lifetime)
         return Token(
             access_token=SecretStr(access_token),
             token_type="Bearer",
@@ -347,7 +354,9 @@ class TokenClient:
     # -- errors and retry policy ---------------------------------------------------------------
 
     def _invalid(self, reason: str) -> _TokenRequestFailed:
-        return self._failure(f"token endpoint {self._host} sent an invalid token response: {reason}", retryable=False)
+        return self._failure(
+            f"token endpoint {self._host} sent an invalid token response: {reason}", retryable=False
+        )
 
     def _failure(
         self,
@@ -356,7 +365,7 @@ class TokenClient:
         *,
         retryable: bool = True,
         retry_after: float | None = None,
-        status_code: int | None = None,
+        http_status: int | None = None,
         error: str | None = None,
         error_description: str | None = None,
     ) -> _TokenRequestFailed:
@@ -366,15 +375,15 @@ class TokenClient:
             retryable=retryable,
             retry_after=retry_after,
             original_error=original_error,
-            status_code=status_code,
+            http_status=http_status,
             error=error,
             error_description=error_description,
         )
 
     def _wait(self, state: RetryCallState) -> float:
-        """Exponential backoff from ``initial_delay``; a ``Retry-After`` wins; both capped at ``max_delay``."""
+        """Exponential backoff from ``initial_delay``; a ``Retry-After`` wins; capped at ``max_delay``."""
         retry = self.settings.retry
-        delay = retry.initial_delay * 2 ** (state.attempt_number - 1)
+        delay: float = retry.initial_delay * 2 ** (state.attempt_number - 1)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _TokenRequestFailed) and exc.retry_after is not None:
             delay = exc.retry_after
@@ -394,9 +403,11 @@ class TokenClient:
 
 
 def basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:
-    """RFC 6749 §2.3.1: both parts form-urlencoded before base64, unless ``raw`` (for servers that expect that)."""
+    """RFC 6749 §2.3.1: both parts form-urlencoded before base64, unless ``raw`` (some servers want that)."""
     if not raw:
-        client_id, client_secret = quote_plus(client_id, safe=""), quote_plus(client_secret, safe="")
+        # %20 rather than "+" for a space: servers decoding with unquote (Authlib) and with
+        # unquote_plus (the form rules) both read it back as a space.
+        client_id, client_secret = quote(client_id, safe=""), quote(client_secret, safe="")
     credentials = f"{client_id}:{client_secret}".encode()
     return "Basic " + base64.b64encode(credentials).decode("ascii")
 
@@ -468,13 +479,15 @@ def _load_signing_key(settings: ProviderSettings) -> Any:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise OAuth2ConfigurationError(
-            f"provider '{name}': field '{field_name}' is not an unencrypted PEM private key ({type(exc).__name__})",
+            f"provider '{name}': field '{field_name}' is not an unencrypted PEM private key "
+            f"({type(exc).__name__})",
             provider=name,
         ) from None
     expected = rsa.RSAPrivateKey if settings.signing_algorithm == "RS256" else ec.EllipticCurvePrivateKey
     if not isinstance(key, expected):
         raise OAuth2ConfigurationError(
-            f"provider '{name}': field '{field_name}' holds a key that cannot sign {settings.signing_algorithm}; "
+            f"provider '{name}': field '{field_name}' holds a key that cannot sign "
+            f"{settings.signing_algorithm}; "
             "use an RSA key for RS256 or a P-256 EC key for ES256 (signing_algorithm)",
             provider=name,
         )

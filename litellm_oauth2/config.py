@@ -158,7 +158,7 @@ class ProviderSettings(BaseModel):
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
     key_id: str | None = None
     api_base: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     expiry_buffer_seconds: Annotated[float, Field(ge=0, lt=86400)] = 60.0
     default_expires_in: Annotated[float, Field(gt=0, le=31_536_000)] = 3600.0
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
@@ -186,7 +186,9 @@ class ProviderSettings(BaseModel):
         for uri in value:
             parts = urlsplit(uri)
             if not parts.scheme or uri != uri.strip() or " " in uri:
-                raise ValueError("each resource must be an absolute URI (RFC 8707), e.g. https://api.example.com")
+                raise ValueError(
+                    "each resource must be an absolute URI (RFC 8707), e.g. https://api.example.com"
+                )
             if "#" in uri:
                 raise ValueError("a resource URI must not contain a fragment ('#...') (RFC 8707)")
         if len(set(value)) != len(value):
@@ -204,7 +206,9 @@ class ProviderSettings(BaseModel):
                 "has an empty scope value (leading, trailing or double spaces); separate scopes by one space"
             )
         if not all(_SCOPE_TOKEN.match(token) for token in tokens):
-            raise ValueError('contains a character not allowed in a scope (RFC 6749 §3.3: no quotes, "\\" or controls)')
+            raise ValueError(
+                'contains a character not allowed in a scope (RFC 6749 §3.3: no quotes, "\\" or controls)'
+            )
         return value
 
     @field_validator("audience", "key_id", "private_key_path")
@@ -226,14 +230,23 @@ class ProviderSettings(BaseModel):
 
     @field_validator("headers")
     @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # Values are secrets: gateways take subscription keys (Ocp-Apim-Subscription-Key) as headers.
         for name, header in value.items():
             if not _HEADER_NAME.match(name):
                 raise ValueError("has a header name that is not a valid HTTP token")
-            if any(ch in header for ch in "\r\n\x00"):
+            if any(ch in header.get_secret_value() for ch in "\r\n\x00"):
                 raise ValueError(f"header '{name}' has a line break or NUL in its value")
             if name.lower() in ("authorization", "api-key"):
                 raise ValueError(f"must not set '{name}': the plugin sends the bearer token itself")
+        return value
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify_flag(cls, value: object) -> object:
+        # "true"/"false" arrive as strings through os.environ/ references.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
         return value
 
     @field_validator("verify")
@@ -255,7 +268,9 @@ class ProviderSettings(BaseModel):
                     raise FieldError(field, str(exc)) from None
         if self.token_endpoint_auth_method == "private_key_jwt":
             if (self.private_key is None) == (self.private_key_path is None):
-                raise FieldError("private_key", "private_key_jwt needs exactly one of private_key or private_key_path")
+                raise FieldError(
+                    "private_key", "private_key_jwt needs exactly one of private_key or private_key_path"
+                )
         elif self.client_secret is None or not self.client_secret.get_secret_value():
             raise FieldError(
                 "client_secret",
@@ -278,12 +293,17 @@ class ProviderSettings(BaseModel):
             self.audience,
             list(self.resource),
             sorted(self.extra_token_params.items()),
-            # Each refresh token is its own grant (often its own user): only a digest, never the value.
-            None
-            if self.refresh_token is None
-            else hashlib.sha256(self.refresh_token.get_secret_value().encode()).hexdigest(),
+            # Each refresh token is its own grant, and different credentials for one client_id
+            # must not share a token: only digests, never the values.
+            _digest(self.refresh_token),
+            _digest(self.client_secret),
+            _digest(self.private_key) or self.private_key_path,
         ]
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+    def header_values(self) -> dict[str, str]:
+        """The extra request headers in clear, for the outgoing LLM request only."""
+        return {name: value.get_secret_value() for name, value in self.headers.items()}
 
     def read_private_key(self) -> bytes:
         """The PEM of the private_key_jwt signing key, from the field or the file."""
@@ -304,6 +324,10 @@ class ProviderSettings(BaseModel):
                 original_error=exc,
                 provider=self.provider_name,
             ) from None
+
+
+def _digest(secret: SecretStr | None) -> str | None:
+    return None if secret is None else hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
 
 
 class OAuth2Config(BaseModel):
@@ -334,7 +358,8 @@ class OAuth2Config(BaseModel):
         _reject_unknown(data, set(cls.model_fields), where=source)
         if "oauth2_providers" not in data:
             raise OAuth2ConfigurationError(
-                f"{source}: missing 'oauth2_providers': add an object mapping provider names to their settings"
+                f"{source}: missing 'oauth2_providers': "
+                "add an object mapping provider names to their settings"
             )
         raw_providers = data["oauth2_providers"]
         if not isinstance(raw_providers, Mapping) or not raw_providers:
@@ -367,7 +392,9 @@ def _suggestion(key: str, allowed: set[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(sorted(allowed))}"
 
 
-def resolve_env_references(value: object, on_missing: Callable[[str, str], OAuth2Error], path: str = "") -> object:
+def resolve_env_references(
+    value: object, on_missing: Callable[[str, str], OAuth2Error], path: str = ""
+) -> object:
     """Replace every ``os.environ/NAME`` string (at any depth) with the variable's value."""
     if isinstance(value, str):
         if not value.startswith(ENV_REFERENCE_PREFIX):
@@ -378,7 +405,10 @@ def resolve_env_references(value: object, on_missing: Callable[[str, str], OAuth
             raise on_missing(path, var)
         return resolved
     if isinstance(value, Mapping):
-        return {k: resolve_env_references(v, on_missing, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {
+            k: resolve_env_references(v, on_missing, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [resolve_env_references(v, on_missing, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
@@ -418,7 +448,7 @@ def _validate_provider(name: str, settings: object) -> ProviderSettings:
 def _validate_cache(raw: object, source: str) -> MemoryCacheSettings | RedisCacheSettings:
     prefix = f"{source}: cache"
     if not isinstance(raw, Mapping):
-        raise OAuth2ConfigurationError(f"{prefix}: must be an object like {{\"type\": \"memory\"}}")
+        raise OAuth2ConfigurationError(f'{prefix}: must be an object like {{"type": "memory"}}')
     kind = raw.get("type", "memory")
     model: type[MemoryCacheSettings] | type[RedisCacheSettings]
     if kind == "memory":
@@ -430,7 +460,9 @@ def _validate_cache(raw: object, source: str) -> MemoryCacheSettings | RedisCach
     _reject_unknown(raw, set(model.model_fields), where=prefix)
 
     def missing(field: str, var: str) -> OAuth2Error:
-        return OAuth2ConfigurationError(f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set")
+        return OAuth2ConfigurationError(
+            f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set"
+        )
 
     resolved = resolve_env_references(dict(raw), missing)
     try:
@@ -491,7 +523,9 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise OAuth2ConfigurationError(f"duplicate key '{key}': each provider and field may appear only once")
+            raise OAuth2ConfigurationError(
+                f"duplicate key '{key}': each provider and field may appear only once"
+            )
         result[key] = value
     return result
 
@@ -507,7 +541,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> OAuth2Config:
     """Read, parse and validate the configuration file (JSON, or YAML for .yaml/.yml)."""
     file = config_path(path)
     try:
-        raw = file.read_bytes()[: MAX_CONFIG_BYTES + 1]
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise OAuth2ConfigurationError(
             f"configuration file '{file}' not found; create it or set {CONFIG_ENV_VAR} to its path"
@@ -559,7 +594,7 @@ def _parse_yaml(text: str, source: str) -> object:
         def compose_node(self, parent: Any, index: Any) -> Any:
             # Aliases would let a tiny file expand exponentially ("billion laughs").
             if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported", mark)
             return super().compose_node(parent, index)
 

@@ -42,12 +42,12 @@ class OAuth2AuthenticationError(OAuth2Error, RuntimeError):
         original_error: BaseException | None = None,
         provider: str | None = None,
         *,
-        status_code: int | None = None,
+        http_status: int | None = None,
         error: str | None = None,
         error_description: str | None = None,
     ) -> None:
         super().__init__(message, original_error, provider)
-        self.status_code = status_code
+        self.http_status = http_status
         self.error = error
         self.error_description = error_description
 

@@ -170,7 +170,9 @@ def test_refresh_ahead_under_load_one_request_per_refresh_and_no_waits(server: T
     refresh_age = lifecycle.refresh_at
     expected = duration / refresh_age
     assert expected - 2 <= server.token_requests <= expected + 2
-    assert cache.stats("idp").waits == waits_after_warmup, "a caller waited on the token endpoint after warm-up"
+    assert cache.stats("idp").waits == waits_after_warmup, (
+        "a caller waited on the token endpoint after warm-up"
+    )
     assert cache.stats("idp").background_refreshes == server.token_requests - 1
     assert len(seen) >= expected - 2
 
@@ -290,7 +292,7 @@ def test_aget_token_does_not_block_the_event_loop(server: TokenServer) -> None:
 
 def test_unknown_provider_is_a_configuration_error(server: TokenServer) -> None:
     cache = make_cache(server)
-    with pytest.raises(OAuth2ConfigurationError, match="unknown OAuth2 provider 'nope'.*idp"):
+    with pytest.raises(OAuth2ConfigurationError, match=r"unknown OAuth2 provider 'nope'.*idp"):
         cache.get_token("nope")
 
 

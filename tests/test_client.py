@@ -7,7 +7,7 @@ import base64
 import logging
 import time
 from collections.abc import Iterator
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 import jwt
 import pytest
@@ -40,7 +40,7 @@ def last_form(server: TokenServer) -> dict[str, list[str]]:
 def test_basic_auth_is_rfc6749_form_encoded(server: TokenServer) -> None:
     access_token = fetch(server, scope="chat.read chat.write")
     request = server.requests[-1]
-    expected = base64.b64encode(f"test-client:{quote_plus(SECRET, safe='')}".encode()).decode()
+    expected = base64.b64encode(f"test-client:{quote(SECRET, safe='')}".encode()).decode()
     assert request.headers["authorization"] == f"Basic {expected}"
     assert request.body == b"grant_type=client_credentials&scope=chat.read+chat.write"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
@@ -168,7 +168,9 @@ def test_refresh_token_grant_rotates_the_refresh_token(server: TokenServer) -> N
         ("negative_expires_in", "positive number"),
     ],
 )
-def test_invalid_token_responses_are_refused_without_retry(server: TokenServer, kind: str, message: str) -> None:
+def test_invalid_token_responses_are_refused_without_retry(
+    server: TokenServer, kind: str, message: str
+) -> None:
     server.malform_next(1, kind)
     with pytest.raises(OAuth2AuthenticationError, match=message) as info:
         fetch(server)
@@ -209,7 +211,9 @@ def test_two_503_then_success_makes_three_requests(server: TokenServer) -> None:
     "error", ["invalid_client", "invalid_grant", "invalid_scope", "unauthorized_client", "invalid_request"]
 )
 def test_permanent_errors_are_not_retried(server: TokenServer, error: str) -> None:
-    server.fail_next(1, status=400 if error != "invalid_client" else 401, error=error, error_description="nope")
+    server.fail_next(
+        1, status=400 if error != "invalid_client" else 401, error=error, error_description="nope"
+    )
     with pytest.raises(OAuth2AuthenticationError) as info:
         fetch(server)
     assert server.token_requests == 1
@@ -220,11 +224,13 @@ def test_permanent_errors_are_not_retried(server: TokenServer, error: str) -> No
 def test_wrong_secret_gets_invalid_client_once(server: TokenServer) -> None:
     with pytest.raises(OAuth2AuthenticationError, match="invalid_client") as info:
         fetch(server, client_secret="wrong-secret")
-    assert info.value.status_code == 401 and server.token_requests == 1
+    assert info.value.http_status == 401 and server.token_requests == 1
     assert "wrong-secret" not in str(info.value)
 
 
-@pytest.mark.parametrize(("status", "error"), [(400, "temporarily_unavailable"), (500, "server_error"), (429, None)])
+@pytest.mark.parametrize(
+    ("status", "error"), [(400, "temporarily_unavailable"), (500, "server_error"), (429, None)]
+)
 def test_transient_errors_are_retried(server: TokenServer, status: int, error: str | None) -> None:
     server.fail_next(1, status=status, error=error)
     assert fetch(server)
@@ -236,7 +242,7 @@ def test_retries_exhausted_raise_with_original_error(server: TokenServer) -> Non
     with pytest.raises(OAuth2AuthenticationError, match="gave up after 4 attempts") as info:
         fetch(server)
     assert server.token_requests == 4
-    assert info.value.status_code == 502 and info.value.original_error is not None
+    assert info.value.http_status == 502 and info.value.original_error is not None
 
 
 def test_retry_after_is_honoured_and_capped(server: TokenServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -335,7 +341,7 @@ def test_nothing_secret_in_logs_or_errors(server: TokenServer, caplog: pytest.Lo
 
 
 def test_basic_authorization_encoding() -> None:
-    assert basic_authorization("a b", "c:d") == "Basic " + base64.b64encode(b"a+b:c%3Ad").decode()
+    assert basic_authorization("a b", "c:d") == "Basic " + base64.b64encode(b"a%20b:c%3Ad").decode()
     assert basic_authorization("a b", "c:d", raw=True) == "Basic " + base64.b64encode(b"a b:c:d").decode()
 
 
