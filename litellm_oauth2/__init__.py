@@ -14,8 +14,15 @@ if TYPE_CHECKING:
     from .cache import TokenCache
     from .client import Token, TokenClient
     from .config import OAuth2Config, ProviderSettings, load_config
-    from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error, OAuth2ValidationError
-    from .hook import OAuth2Handler, enable
+    from .errors import (
+        OAuth2AuthenticationError,
+        OAuth2ConfigurationError,
+        OAuth2Error,
+        OAuth2ValidationError,
+    )
+    from .hook import OAuth2Handler, OAuth2ProviderError, enable, find_oauth2_error
+
+    proxy_handler: OAuth2Handler
 
 __version__ = "0.1.0"
 
@@ -31,13 +38,38 @@ _EXPORTS = {
     "TokenClient": "client",
     "TokenCache": "cache",
     "OAuth2Handler": "hook",
+    "OAuth2ProviderError": "hook",
     "enable": "hook",
+    "find_oauth2_error": "hook",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "OAuth2AuthenticationError",
+    "OAuth2Config",
+    "OAuth2ConfigurationError",
+    "OAuth2Error",
+    "OAuth2Handler",
+    "OAuth2ProviderError",
+    "OAuth2ValidationError",
+    "ProviderSettings",
+    "Token",
+    "TokenCache",
+    "TokenClient",
+    "__version__",
+    "enable",
+    "find_oauth2_error",
+    "load_config",
+    "proxy_handler",
+]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "proxy_handler":
+        # The LiteLLM proxy's `callbacks: ["litellm_oauth2.proxy_handler"]` reads this attribute:
+        # the process-wide handler, built on first use from $LITELLM_OAUTH2_CONFIG.
+        from .hook import enable
+
+        return enable()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'litellm_oauth2' has no attribute {name!r}")

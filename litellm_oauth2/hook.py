@@ -1,0 +1,414 @@
+"""The LiteLLM integration: every ``provider/model`` call goes out with that provider's bearer token.
+
+LiteLLM's synchronous paths ignore header edits made in logging hooks, so the plugin registers
+one ``CustomLLM`` per configured provider in ``litellm.custom_provider_map``: LiteLLM routes
+every call for the prefix there (completion, streaming, embeddings; SDK, Router and proxy), and
+the provider delegates to LiteLLM's own OpenAI-compatible handler at the provider's
+``api_base``.
+
+The token never enters LiteLLM: the handler gets a placeholder ``api_key`` and an OpenAI client
+whose ``httpx.Auth`` writes ``Authorization: Bearer <token>`` as the request leaves, so logging
+payloads, callback kwargs and debug output have nothing to leak. A 401 from the gateway
+invalidates that token and retries once with a fresh one, before the caller sees anything.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import litellm
+import openai
+from litellm.exceptions import APIConnectionError
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.llms.custom_llm import CustomLLM
+from litellm.main import openai_chat_completions
+
+from .cache import TokenCache
+from .config import OAuth2Config, ProviderSettings, config_path, load_config
+from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
+
+logger = logging.getLogger("litellm_oauth2")
+
+# What LiteLLM sees as the api_key of an OAuth2 provider; the real token is added by httpx.Auth.
+API_KEY_PLACEHOLDER = "litellm-oauth2"
+# Headers a caller might send that would compete with the bearer token.
+_CALLER_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+_token_in_use: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "litellm_oauth2_token", default=None
+)
+_T = TypeVar("_T")
+
+
+class OAuth2ProviderError(OAuth2AuthenticationError, APIConnectionError):
+    """The token for a call could not be obtained.
+
+    Also a ``litellm.APIConnectionError``, so LiteLLM passes it to the caller unchanged (its own
+    exceptions are not re-wrapped) and the Router does not put the deployment in cooldown.
+    ``except OAuth2AuthenticationError`` and ``except litellm.APIConnectionError`` both catch it.
+    """
+
+    def __init__(self, error: OAuth2Error, model: str) -> None:
+        APIConnectionError.__init__(self, message=error.message, llm_provider=error.provider, model=model)
+        fields = error if isinstance(error, OAuth2AuthenticationError) else None
+        OAuth2AuthenticationError.__init__(
+            self,
+            error.message,
+            error.original_error or error,
+            error.provider,
+            http_status=fields.http_status if fields else None,
+            error=fields.error if fields else None,
+            error_description=fields.error_description if fields else None,
+        )
+        self.message = error.message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"OAuth2ProviderError({self.message!r})"
+
+
+def find_oauth2_error(exc: BaseException | None) -> OAuth2Error | None:
+    """The plugin's error behind whatever LiteLLM raised (it wraps some streaming errors)."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OAuth2Error):
+            return current
+        pending += [getattr(current, "original_exception", None), current.__cause__, current.__context__]
+    return None
+
+
+class _BearerHeader:
+    """A request event hook of the OpenAI client's HTTP client: writes the bearer token as the
+    request leaves (the token chosen for this call, else the cached one). Event hooks are plain
+    callables, so this works whichever httpx generation the installed ``openai`` is built on."""
+
+    def __init__(self, cache: TokenCache, provider: str) -> None:
+        self._cache = cache
+        self._provider = provider
+
+    def __call__(self, request: Any) -> None:
+        token = _token_in_use.get() or self._cache.get_token(self._provider)
+        request.headers["Authorization"] = f"Bearer {token}"
+
+    async def on_async_request(self, request: Any) -> None:
+        self(request)
+
+
+def _is_unauthorized(exc: BaseException) -> bool:
+    return getattr(exc, "status_code", None) == 401
+
+
+class OAuth2Provider(CustomLLM):
+    """LiteLLM's custom provider for one OAuth2-protected, OpenAI-compatible gateway."""
+
+    def __init__(self, settings: ProviderSettings, cache: TokenCache) -> None:
+        super().__init__()
+        self.name = settings.provider_name
+        self.settings = settings
+        self._cache = cache
+        self._bearer = _BearerHeader(cache, self.name)
+        self._sync_client: openai.OpenAI | None = None
+        self._async_clients: weakref.WeakKeyDictionary[Any, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
+        self._clients_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OAuth2Provider({self.name!r})"
+
+    # -- LiteLLM entry points (LiteLLM passes everything by keyword) -----------------------------
+
+    def completion(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(openai_chat_completions.completion, kwargs, embedding=False)
+
+    def streaming(self, *args: Any, **kwargs: Any) -> Any:
+        # The handler's own stream wrapper; LiteLLM wraps it again and passes chunks through.
+        return self._call(openai_chat_completions.completion, kwargs, embedding=False)
+
+    async def acompletion(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._acall(openai_chat_completions.completion, kwargs, embedding=False)
+
+    def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        # A plain function: LiteLLM calls it from its executor thread, so the token is fetched
+        # here and a failure reaches the caller at call time, not inside the first chunk.
+        token = self._token(kwargs)
+        return self._astream(kwargs, token)
+
+    def embedding(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(openai_chat_completions.embedding, kwargs, embedding=True)
+
+    async def aembedding(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._acall(openai_chat_completions.embedding, kwargs, embedding=True)
+
+    # -- one call with one retry on 401 ----------------------------------------------------------
+
+    def _call(self, handler: Callable[..., _T], kwargs: dict[str, Any], *, embedding: bool) -> _T:
+        token = self._token(kwargs)
+        try:
+            return self._send(handler, kwargs, token, embedding=embedding, is_async=False)
+        except Exception as exc:
+            if not _is_unauthorized(exc):
+                raise
+            token = self._token_after_401(kwargs, token)
+            return self._send(handler, kwargs, token, embedding=embedding, is_async=False)
+
+    async def _acall(self, handler: Callable[..., Any], kwargs: dict[str, Any], *, embedding: bool) -> Any:
+        token = await self._atoken(kwargs)
+        try:
+            return await self._send(handler, kwargs, token, embedding=embedding, is_async=True)
+        except Exception as exc:
+            if not _is_unauthorized(exc):
+                raise
+            self._cache.invalidate(self.name, token)
+            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
+            token = await self._atoken(kwargs)
+            return await self._send(handler, kwargs, token, embedding=embedding, is_async=True)
+
+    async def _astream(self, kwargs: dict[str, Any], token: str) -> AsyncIterator[Any]:
+        handler = openai_chat_completions.completion
+        try:
+            stream = await self._send(handler, kwargs, token, embedding=False, is_async=True)
+        except Exception as exc:
+            if not _is_unauthorized(exc):
+                raise
+            self._cache.invalidate(self.name, token)
+            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
+            token = await self._atoken(kwargs)
+            stream = await self._send(handler, kwargs, token, embedding=False, is_async=True)
+        async for chunk in stream:
+            yield chunk
+
+    def _token_after_401(self, kwargs: dict[str, Any], used: str) -> str:
+        self._cache.invalidate(self.name, used)
+        logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
+        return self._token(kwargs)
+
+    def _token(self, kwargs: dict[str, Any]) -> str:
+        try:
+            return self._cache.get_token(self.name)
+        except OAuth2Error as exc:
+            raise OAuth2ProviderError(exc, model=str(kwargs.get("model"))) from exc
+
+    async def _atoken(self, kwargs: dict[str, Any]) -> str:
+        try:
+            return await self._cache.aget_token(self.name)
+        except OAuth2Error as exc:
+            raise OAuth2ProviderError(exc, model=str(kwargs.get("model"))) from exc
+
+    def _send(
+        self,
+        handler: Callable[..., _T],
+        kwargs: dict[str, Any],
+        token: str,
+        *,
+        embedding: bool,
+        is_async: bool,
+    ) -> _T:
+        """Call LiteLLM's OpenAI handler with our client; ``token`` is what ``_BearerAuth`` sends."""
+        reset = _token_in_use.set(token)
+        try:
+            return handler(**self._handler_arguments(kwargs, embedding=embedding, is_async=is_async))
+        finally:
+            _token_in_use.reset(reset)
+
+    def _handler_arguments(
+        self, kwargs: dict[str, Any], *, embedding: bool, is_async: bool
+    ) -> dict[str, Any]:
+        optional_params = dict(kwargs.get("optional_params") or {})
+        extra_headers = optional_params.get("extra_headers")
+        if extra_headers:
+            optional_params["extra_headers"] = {
+                name: value
+                for name, value in extra_headers.items()
+                if name.lower() not in _CALLER_CREDENTIAL_HEADERS
+            }
+        arguments: dict[str, Any] = {
+            "model": kwargs["model"],
+            "model_response": kwargs["model_response"],
+            "optional_params": optional_params,
+            "timeout": kwargs.get("timeout") or 600.0,
+            "litellm_params": kwargs.get("litellm_params") or {},
+            "logging_obj": kwargs["logging_obj"],
+            "api_base": self.settings.api_base,
+            "api_key": API_KEY_PLACEHOLDER,
+            "client": self._client(is_async),
+        }
+        if embedding:
+            arguments.update(input=kwargs["input"], aembedding=is_async)
+        else:
+            arguments.update(
+                messages=kwargs["messages"],
+                acompletion=is_async,
+                custom_llm_provider="openai",
+                print_verbose=kwargs.get("print_verbose"),
+            )
+        return arguments
+
+    def _client(self, is_async: bool) -> openai.OpenAI | openai.AsyncOpenAI:
+        """One client per provider (per event loop for async: httpx's async client is loop-bound)."""
+        options: dict[str, Any] = {
+            "api_key": API_KEY_PLACEHOLDER,
+            "base_url": self.settings.api_base,
+            "default_headers": self.settings.header_values(),
+            "max_retries": 0,
+        }
+        if not is_async:
+            if self._sync_client is None:
+                with self._clients_lock:
+                    if self._sync_client is None:
+                        http = openai.DefaultHttpxClient(
+                            event_hooks={"request": [self._bearer]}, verify=self.settings.verify
+                        )
+                        self._sync_client = openai.OpenAI(**options, http_client=http)
+            return self._sync_client
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            http_async = openai.DefaultAsyncHttpxClient(
+                event_hooks={"request": [self._bearer.on_async_request]}, verify=self.settings.verify
+            )
+            client = self._async_clients[loop] = openai.AsyncOpenAI(**options, http_client=http_async)
+        return client
+
+    def close(self) -> None:
+        if self._sync_client is not None:
+            self._sync_client.close()
+
+
+class _MisconfiguredProvider(CustomLLM):
+    """Stands in for a provider whose configuration failed to load: every call says why."""
+
+    def __init__(self, error: OAuth2ConfigurationError) -> None:
+        super().__init__()
+        self.error = error
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise OAuth2ProviderError(self.error, model=str(kwargs.get("model")))
+
+    completion = streaming = embedding = _fail
+
+    async def acompletion(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fail(**kwargs)
+
+    async def aembedding(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fail(**kwargs)
+
+    def astreaming(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fail(**kwargs)
+
+
+class OAuth2Handler(CustomLogger):
+    """Gives every call for a configured provider an OAuth2 bearer token.
+
+    Constructing it registers the providers with LiteLLM; ``enable()`` also adds it to
+    ``litellm.callbacks`` once per process. In the proxy, its pre-call hook re-registers the
+    providers if the proxy's own config replaced ``litellm.custom_provider_map``.
+    """
+
+    def __init__(self, config_path: str | Path | None = None, *, config: OAuth2Config | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else load_config(config_path)
+        self.cache = TokenCache(self.config)
+        self.providers = {
+            name: OAuth2Provider(settings, self.cache)
+            for name, settings in self.config.oauth2_providers.items()
+        }
+        missing_base = [
+            name for name, settings in self.config.oauth2_providers.items() if not settings.api_base
+        ]
+        if missing_base:
+            raise OAuth2ConfigurationError(
+                f"provider '{missing_base[0]}': field 'api_base' is required to route "
+                f"'{missing_base[0]}/<model>' calls; set it to the gateway's OpenAI-compatible base URL",
+                provider=missing_base[0],
+            )
+        self.register()
+
+    def __repr__(self) -> str:
+        return f"OAuth2Handler(providers={sorted(self.providers)!r})"
+
+    def register(self) -> None:
+        """Put this handler's providers into ``litellm.custom_provider_map``, keeping other entries."""
+        _register({name: provider for name, provider in self.providers.items()})
+
+    def ensure_registered(self) -> None:
+        present = {
+            entry.get("provider"): entry.get("custom_handler") for entry in litellm.custom_provider_map
+        }
+        if any(present.get(name) is not provider for name, provider in self.providers.items()):
+            logger.info("litellm custom_provider_map was replaced; registering OAuth2 providers again")
+            self.register()
+
+    def get_token(self, name: str) -> str:
+        """The current access token of provider ``name``, for callers that need it raw."""
+        return self.cache.get_token(name)
+
+    async def aget_token(self, name: str) -> str:
+        return await self.cache.aget_token(name)
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> None:
+        self.ensure_registered()
+
+    def close(self) -> None:
+        for provider in self.providers.values():
+            provider.close()
+        self.cache.close()
+
+
+def _register(handlers: dict[str, CustomLLM]) -> None:
+    kept = [entry for entry in litellm.custom_provider_map if entry.get("provider") not in handlers]
+    litellm.custom_provider_map = kept + [
+        {"provider": name, "custom_handler": handler} for name, handler in handlers.items()
+    ]
+    litellm.utils.custom_llm_setup()  # type: ignore[no-untyped-call]
+
+
+_process_handler: OAuth2Handler | None = None
+_process_lock = threading.Lock()
+
+
+def enable(config_path: str | Path | None = None) -> OAuth2Handler:
+    """Switch the plugin on for this process: one handler, registered once in ``litellm.callbacks``.
+
+    Calling it again, or together with activation by environment variable, returns the same
+    handler and never registers it twice.
+    """
+    global _process_handler
+    with _process_lock:
+        if _process_handler is None:
+            _process_handler = OAuth2Handler(config_path)
+        handler = _process_handler
+        if handler not in litellm.callbacks:
+            litellm.callbacks.append(handler)
+        handler.ensure_registered()
+    return handler
+
+
+def register_broken_config(error: OAuth2ConfigurationError) -> None:
+    """After a failed activation, make calls to the providers the file names fail with ``error``.
+
+    The file could not be validated, so its provider names are read leniently; without names,
+    only the logged error remains.
+    """
+    try:
+        document = json.loads(config_path().read_text(encoding="utf-8"))
+        names = [str(name) for name in document["oauth2_providers"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    stand_in = _MisconfiguredProvider(error)
+    _register({name: stand_in for name in names if name and "/" not in name})
