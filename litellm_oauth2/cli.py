@@ -1,0 +1,210 @@
+"""``litellm-oauth2``: check a configuration, print a token, or watch the whole thing work.
+
+Exit codes: 0 all good, 1 a provider failed (or the demo did not behave), 2 the configuration
+is unusable. Secrets and tokens are never printed, except by ``token``, whose job it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+import requests
+
+from . import __version__
+from .client import TokenClient
+from .config import CONFIG_ENV_VAR, ProviderSettings, load_config
+from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+EPILOG_CHECK = """examples:
+  litellm-oauth2 check
+  litellm-oauth2 check --config /etc/litellm/litellm_config.json --provider azure_apim
+  litellm-oauth2 check --json | jq '.providers[] | select(.ok | not)'
+"""
+EPILOG_TOKEN = """examples:
+  litellm-oauth2 token my_provider
+  curl -H "Authorization: Bearer $(litellm-oauth2 token my_provider)" https://gateway.example.com/v1/models
+"""
+EPILOG_DEMO = """The demo needs no credentials: it starts a loopback OAuth2 token server and an
+OpenAI-compatible gateway, and sends real LiteLLM calls through the plugin."""
+
+
+@dataclass
+class ProviderCheck:
+    """One row of ``check``: what happened when a token was requested and used."""
+
+    provider: str
+    token_endpoint: str
+    auth_method: str
+    ok: bool
+    result: str
+    granted_scope: str | None = None
+    expires_in: int | None = None
+    api_base_status: str = "-"
+
+
+def check_provider(settings: ProviderSettings) -> ProviderCheck:
+    """Fetch one token for real and try it on ``{api_base}/models`` (status only)."""
+    row = ProviderCheck(
+        provider=settings.provider_name,
+        token_endpoint=urlsplit(settings.token_url).netloc,
+        auth_method=settings.token_endpoint_auth_method,
+        ok=False,
+        result="",
+    )
+    try:
+        client = TokenClient(settings)
+        token = client.fetch()
+    except OAuth2Error as exc:
+        if isinstance(exc, OAuth2AuthenticationError) and exc.error:
+            row.result = exc.error + (f" ({exc.error_description})" if exc.error_description else "")
+        else:
+            row.result = exc.message
+        return row
+    row.granted_scope = token.scope
+    row.expires_in = int(token.expires_in())
+    row.ok, row.result = True, "ok"
+    if settings.api_base:
+        try:
+            response = requests.get(
+                settings.api_base.rstrip("/") + "/models",
+                headers={
+                    "Authorization": f"Bearer {token.access_token.get_secret_value()}",
+                    **settings.header_values(),
+                },
+                timeout=settings.timeout_seconds,
+                verify=settings.verify,
+                allow_redirects=False,
+            )
+            response.close()
+            row.api_base_status = str(response.status_code)
+            if response.status_code in (401, 403):
+                row.ok, row.result = False, f"gateway refused the token (HTTP {response.status_code})"
+        except requests.RequestException as exc:
+            row.api_base_status = f"unreachable ({type(exc).__name__})"
+            row.ok, row.result = False, "api_base unreachable"
+    client.close()
+    return row
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    names = args.provider or list(config.oauth2_providers)
+    providers = [config.provider(name) for name in names]
+    with ThreadPoolExecutor(max_workers=min(8, len(providers))) as pool:
+        rows = list(pool.map(check_provider, providers))
+    if args.json:
+        print(json.dumps({"ok": all(r.ok for r in rows), "providers": [asdict(r) for r in rows]}, indent=2))
+    else:
+        print(_table(rows))
+    return EXIT_OK if all(row.ok for row in rows) else EXIT_FAILED
+
+
+def _table(rows: list[ProviderCheck]) -> str:
+    header = [
+        "provider",
+        "token endpoint",
+        "auth method",
+        "result",
+        "granted scope",
+        "expires in",
+        "api_base",
+    ]
+    body = [
+        [
+            r.provider,
+            r.token_endpoint,
+            r.auth_method,
+            r.result,
+            r.granted_scope or "-",
+            "-" if r.expires_in is None else f"{r.expires_in} s",
+            r.api_base_status,
+        ]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in [header, *body]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = load_config(args.config).provider(args.name)
+    token = TokenClient(settings).fetch()
+    print(token.access_token.get_secret_value())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litellm-oauth2",
+        description="OAuth2 client credentials for LiteLLM providers: check a config, print a token, run the demo.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"The configuration file is --config, else ${CONFIG_ENV_VAR}, else ./litellm_config.json.",
+    )
+    parser.add_argument("--version", action="version", version=f"litellm-oauth2 {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,token,demo}")
+
+    check = commands.add_parser(
+        "check",
+        help="validate the config, fetch a token per provider and try it on the gateway",
+        epilog=EPILOG_CHECK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--config", metavar="PATH", help="litellm_config.json (or .yaml) to read")
+    check.add_argument("--provider", metavar="NAME", action="append", help="check only NAME (repeatable)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.set_defaults(run=cmd_check)
+
+    token = commands.add_parser(
+        "token",
+        help="print a fresh access token for NAME on stdout",
+        epilog=EPILOG_TOKEN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token.add_argument("name", metavar="NAME", help="provider name from the config")
+    token.add_argument("--config", metavar="PATH", help="litellm_config.json (or .yaml) to read")
+    token.set_defaults(run=cmd_token)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run real LiteLLM calls through the plugin against loopback servers",
+        description=EPILOG_DEMO,
+    )
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except OAuth2ConfigurationError as exc:
+        print(f"litellm-oauth2: configuration error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OAuth2Error as exc:
+        print(f"litellm-oauth2: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

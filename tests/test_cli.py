@@ -1,0 +1,165 @@
+"""The command line against the loopback servers: check, token, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from helpers import SECRET, provider_dict
+
+from litellm_oauth2.cli import main
+from litellm_oauth2.testing import OpenAIUpstream, TokenServer
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[TokenServer, OpenAIUpstream]]:
+    with TokenServer() as tokens, OpenAIUpstream(tokens) as gateway:
+        tokens.add_client("test-client", SECRET)
+        tokens.add_client("other-client", "other-secret", allowed_scopes={"llm.chat"})
+        yield tokens, gateway
+
+
+def write_config(path: Path, providers: dict[str, Any]) -> str:
+    file = path / "litellm_config.json"
+    file.write_text(json.dumps({"oauth2_providers": providers}))
+    return str(file)
+
+
+def good_providers(tokens: TokenServer, gateway: OpenAIUpstream) -> dict[str, Any]:
+    return {
+        "alpha": provider_dict(tokens.token_url, api_base=gateway.base_url),
+        "beta": provider_dict(
+            tokens.token_url,
+            client_id="other-client",
+            client_secret="other-secret",
+            scope="llm.chat",
+            api_base=gateway.base_url,
+        ),
+    }
+
+
+def test_check_good_config(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    config = write_config(tmp_path, good_providers(tokens, gateway))
+    assert main(["check", "--config", config]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["provider", "token", "endpoint"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"alpha", "beta"}
+    assert " ok " in rows["alpha"] and "client_secret_basic" in rows["alpha"] and "200" in rows["alpha"]
+    assert "llm.chat" in rows["beta"]
+    assert tokens.token_requests == 2 and gateway.authorized_requests == 2
+    assert SECRET not in out and not any(token in out for token in tokens.issued_tokens)
+
+
+def test_check_reports_the_failing_provider(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    providers = good_providers(tokens, gateway)
+    providers["beta"]["client_secret"] = "wrong-secret"
+    config = write_config(tmp_path, providers)
+    assert main(["check", "--config", config]) == 1
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert "invalid_client" in rows["beta"] and " ok " in rows["alpha"]
+    assert "wrong-secret" not in out
+
+
+def test_check_json_and_provider_filter(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    config = write_config(tmp_path, good_providers(tokens, gateway))
+    assert main(["check", "--config", config, "--json", "--provider", "beta"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert report["ok"] is True
+    assert [row["provider"] for row in report["providers"]] == ["beta"]
+    assert report["providers"][0]["granted_scope"] == "llm.chat"
+    assert 3500 < report["providers"][0]["expires_in"] <= 3600
+    assert "other-secret" not in out and not any(token in out for token in tokens.issued_tokens)
+
+
+def test_check_flags_a_gateway_that_refuses_the_token(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    config = write_config(tmp_path, {"alpha": good_providers(tokens, gateway)["alpha"]})
+    gateway.fail_next(1, 401)
+    assert main(["check", "--config", config]) == 1
+    assert "401" in capsys.readouterr().out
+
+
+def test_check_broken_config_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path, {"alpha": {"client_id": "x", "scopes": "a", "token_url": "https://idp/t"}}
+    )
+    assert main(["check", "--config", config]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert "alpha" in captured.err and "'scopes'" in captured.err and "did you mean 'scope'" in captured.err
+
+
+def test_token_prints_a_token_the_gateway_accepts(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    config = write_config(tmp_path, good_providers(tokens, gateway))
+    assert main(["token", "alpha", "--config", config]) == 0
+    captured = capsys.readouterr()
+    token = captured.out.strip()
+    assert captured.out == token + "\n" and captured.err == ""
+    response = requests.get(
+        f"{gateway.base_url}/models", headers={"Authorization": f"Bearer {token}"}, timeout=5
+    )
+    assert response.status_code == 200
+
+
+def test_token_errors_go_to_stderr(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    config = write_config(tmp_path, good_providers(tokens, gateway))
+    assert main(["token", "nope", "--config", config]) == 2
+    tokens.fail_next(1, status=401, error="invalid_client")
+    assert main(["token", "alpha", "--config", config]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "unknown OAuth2 provider 'nope'" in captured.err and "invalid_client" in captured.err
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["check", "--help"], ["token", "--help"], ["demo", "--help"], ["--version"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "litellm-oauth2 0." in out
+
+
+def test_demo_runs_end_to_end() -> None:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("LITELLM_OAUTH2_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "litellm_oauth2", "demo"], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "token fetched once (token requests: 1" in result.stdout
+    assert "refreshed ahead of expiry" in result.stdout and "no call waited" in result.stdout
+    assert "gateway answered 401 once" in result.stdout
+    assert "0 without a valid token" in result.stdout
+    assert "demo-secret" not in result.stdout + result.stderr
