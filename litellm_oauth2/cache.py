@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .client import Token, TokenClient
-from .config import OAuth2Config, ProviderSettings
+from .config import OAuth2Config, ProviderSettings, RedisCacheSettings
 from .errors import OAuth2ConfigurationError, OAuth2Error
 
 logger = logging.getLogger("litellm_oauth2")
@@ -87,6 +87,20 @@ class InMemoryTokenStore:
 PROCESS_STORE = InMemoryTokenStore()
 
 
+def _redis_store(settings: RedisCacheSettings) -> TokenStore:
+    """A ``RedisTokenStore``; imported only here, so the default in-memory cache never loads ``redis``."""
+    try:
+        from .redis_store import RedisTokenStore
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("redis", "cryptography"):
+            raise
+        raise OAuth2ConfigurationError(
+            "cache: type 'redis' needs the redis extra: pip install 'litellm-oauth2[redis]'",
+            original_error=exc,
+        ) from None
+    return RedisTokenStore(settings)
+
+
 @dataclass(frozen=True, slots=True)
 class Lifecycle:
     """When a token must be refreshed and when it may no longer be used, on the monotonic clock."""
@@ -107,7 +121,7 @@ class Lifecycle:
 class _Cached:
     """What the hot path reads: replaced whole, never mutated, so readers need no lock."""
 
-    __slots__ = ("access_token", "refresh_at", "usable_until", "token")
+    __slots__ = ("access_token", "refresh_at", "token", "usable_until")
 
     def __init__(self, token: Token, lifecycle: Lifecycle) -> None:
         self.access_token = token.access_token.get_secret_value()
@@ -157,6 +171,8 @@ class TokenCache:
         store: TokenStore | None = None,
         clients: Mapping[str, TokenClient] | None = None,
     ) -> None:
+        if store is None and isinstance(config.cache, RedisCacheSettings):
+            store = _redis_store(config.cache)
         self._store: TokenStore = store if store is not None else PROCESS_STORE
         by_key: dict[str, _Slot] = {}
         self._slots: dict[str, _Slot] = {}
@@ -169,10 +185,6 @@ class TokenCache:
 
     def __repr__(self) -> str:
         return f"TokenCache(providers={sorted(self._slots)!r})"
-
-    @property
-    def providers(self) -> list[str]:
-        return list(self._slots)
 
     def get_token(self, provider: str) -> str:
         """A usable access token for ``provider``; blocks only when none is cached."""
@@ -204,17 +216,16 @@ class TokenCache:
         """Drop the cached token, but only if it is still ``token`` (a burst of 401s refetches once)."""
         slot = self._slot(provider)
         with slot.lock:
-            if slot.cached is not None and token in (None, slot.cached.access_token):
-                logger.info("provider %s: cached token invalidated", provider)
-                slot.cached = None
-                slot.failure = None
-                self._store.delete(slot.key, token, slot.settings)
+            if slot.cached is None or token not in (None, slot.cached.access_token):
+                return
+            slot.cached = None
+            slot.failure = None
+        # Outside the slot lock, which asyncio callers take on their event loop thread.
+        self._store.delete(slot.key, token, slot.settings)
+        logger.info("provider %s: cached token invalidated", provider)
 
     def stats(self, provider: str) -> CacheStats:
         return self._slot(provider).stats
-
-    def settings(self, provider: str) -> ProviderSettings:
-        return self._slot(provider).settings
 
     def close(self) -> None:
         for slot in set(self._slots.values()):
@@ -334,7 +345,9 @@ class TokenCache:
         buffer = settings.expiry_buffer_seconds
         with self._store.lock(slot.key, settings):
             shared = self._store.get(slot.key, settings)
-            if shared is not None and (slot.cached is None or shared.access_token != slot.cached.token.access_token):
+            if shared is not None and (
+                slot.cached is None or shared.access_token != slot.cached.token.access_token
+            ):
                 lifecycle = Lifecycle.of(shared, buffer)
                 if time.monotonic() < lifecycle.refresh_at:
                     return _Cached(shared, lifecycle)

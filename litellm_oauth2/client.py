@@ -108,10 +108,6 @@ class TokenClient:
     def __repr__(self) -> str:
         return f"TokenClient(provider={self.settings.provider_name!r}, token_url_host={self._host!r})"
 
-    @property
-    def grant_type(self) -> str:
-        return "client_credentials" if self._refresh_token is None else "refresh_token"
-
     def fetch(self) -> Token:
         """One token, retrying connection errors, timeouts, 408/429/5xx and transient OAuth2 errors."""
         retry = self.settings.retry
