@@ -55,7 +55,7 @@ def test_the_readme_has_the_blocks_this_file_runs() -> None:
 def test_json_blocks_are_valid_configurations(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     document = json.loads(blocks("json")[index])
     for name in re.findall(r"os\.environ/(\w+)", blocks("json")[index]):
-        monkeypatch.setenv(name, "value-from-env")
+        monkeypatch.setenv(name, "redis://127.0.0.1:6379/0" if name.endswith("_URL") else "value-from-env")
     config = OAuth2Config.from_dict(document)
     assert config.oauth2_providers
 
