@@ -40,8 +40,30 @@ def install() -> None:
         sys.meta_path.insert(0, _AfterLiteLLMImport())
 
 
+_pending = False
+
+
 def activate() -> None:
     """Register the handler from ``$LITELLM_OAUTH2_CONFIG``; a bad config is logged, then raised per call."""
+    global _pending
+    hook = sys.modules.get(f"{__package__}.hook")
+    if hook is not None and getattr(getattr(hook, "__spec__", None), "_initializing", False):
+        # LiteLLM was imported by litellm_oauth2.hook itself: its names are not defined yet, so
+        # the hook module calls activate_pending() at its end.
+        _pending = True
+        return
+    _enable_or_register_broken()
+
+
+def activate_pending() -> None:
+    """Run an activation that ``activate`` deferred while ``litellm_oauth2.hook`` was loading."""
+    global _pending
+    if _pending:
+        _pending = False
+        _enable_or_register_broken()
+
+
+def _enable_or_register_broken() -> None:
     from .errors import OAuth2ConfigurationError
     from .hook import enable, register_broken_config
 

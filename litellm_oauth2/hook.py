@@ -14,6 +14,7 @@ invalidates that token and retries once with a fresh one, before the caller sees
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -74,6 +75,17 @@ class OAuth2ProviderError(OAuth2AuthenticationError, APIConnectionError):
 
     def __repr__(self) -> str:
         return f"OAuth2ProviderError({self.message!r})"
+
+
+class OAuth2ProviderConfigurationError(OAuth2ProviderError, OAuth2ConfigurationError):
+    """An ``OAuth2ProviderError`` caused by the configuration (e.g. a broken file found at activation
+    by environment variable): ``except OAuth2ConfigurationError`` catches it as well."""
+
+
+def _provider_error(error: OAuth2Error, model: str) -> OAuth2ProviderError:
+    if isinstance(error, OAuth2ConfigurationError):
+        return OAuth2ProviderConfigurationError(error, model=model)
+    return OAuth2ProviderError(error, model=model)
 
 
 def find_oauth2_error(exc: BaseException | None) -> OAuth2Error | None:
@@ -170,9 +182,7 @@ class OAuth2Provider(CustomLLM):
         except Exception as exc:
             if not _is_unauthorized(exc):
                 raise
-            self._cache.invalidate(self.name, token)
-            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-            token = await self._atoken(kwargs)
+            token = await self._atoken_after_401(kwargs, token)
             return await self._send(handler, kwargs, token, embedding=embedding, is_async=True)
 
     async def _astream(self, kwargs: dict[str, Any], token: str) -> AsyncIterator[Any]:
@@ -182,12 +192,16 @@ class OAuth2Provider(CustomLLM):
         except Exception as exc:
             if not _is_unauthorized(exc):
                 raise
-            self._cache.invalidate(self.name, token)
-            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-            token = await self._atoken(kwargs)
+            token = await self._atoken_after_401(kwargs, token)
             stream = await self._send(handler, kwargs, token, embedding=False, is_async=True)
         async for chunk in stream:
             yield chunk
+
+    async def _atoken_after_401(self, kwargs: dict[str, Any], used: str) -> str:
+        # A shared store may do network I/O on invalidation: keep it off the event loop.
+        await asyncio.to_thread(self._cache.invalidate, self.name, used)
+        logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
+        return await self._atoken(kwargs)
 
     def _token_after_401(self, kwargs: dict[str, Any], used: str) -> str:
         self._cache.invalidate(self.name, used)
@@ -198,13 +212,13 @@ class OAuth2Provider(CustomLLM):
         try:
             return self._cache.get_token(self.name)
         except OAuth2Error as exc:
-            raise OAuth2ProviderError(exc, model=str(kwargs.get("model"))) from exc
+            raise _provider_error(exc, model=str(kwargs.get("model"))) from exc
 
     async def _atoken(self, kwargs: dict[str, Any]) -> str:
         try:
             return await self._cache.aget_token(self.name)
         except OAuth2Error as exc:
-            raise OAuth2ProviderError(exc, model=str(kwargs.get("model"))) from exc
+            raise _provider_error(exc, model=str(kwargs.get("model"))) from exc
 
     def _send(
         self,
@@ -272,8 +286,6 @@ class OAuth2Provider(CustomLLM):
                         )
                         self._sync_client = openai.OpenAI(**options, http_client=http)
             return self._sync_client
-        import asyncio
-
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
@@ -296,7 +308,7 @@ class _MisconfiguredProvider(CustomLLM):
         self.error = error
 
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
-        raise OAuth2ProviderError(self.error, model=str(kwargs.get("model")))
+        raise _provider_error(self.error, model=str(kwargs.get("model")))
 
     completion = streaming = embedding = _fail
 
@@ -412,3 +424,10 @@ def register_broken_config(error: OAuth2ConfigurationError) -> None:
         return
     stand_in = _MisconfiguredProvider(error)
     _register({name: stand_in for name in names if name and "/" not in name})
+
+
+# `import litellm` inside this module, with $LITELLM_OAUTH2_CONFIG set, defers the activation
+# until this module is complete (e.g. `litellm_oauth2.enable()` before any `import litellm`).
+from .autoload import activate_pending  # noqa: E402
+
+activate_pending()
