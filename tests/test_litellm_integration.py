@@ -81,11 +81,13 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 def router(model: str = "gw/chat-model") -> litellm.Router:
+    # No Router-level retries: the plugin's own 401 retry is what these tests count.
     return litellm.Router(
         model_list=[
             {"model_name": "chat", "litellm_params": {"model": model}},
             {"model_name": "embed", "litellm_params": {"model": "gw/embed-model"}},
-        ]
+        ],
+        num_retries=0,
     )
 
 
