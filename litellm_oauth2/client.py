@@ -15,16 +15,20 @@ import email.utils
 import json
 import logging
 import math
+import socket
 import threading
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import requests
 from pydantic import SecretStr
+from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 
 from .config import ProviderSettings
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
@@ -97,7 +101,7 @@ class TokenClient:
 
     def __init__(self, settings: ProviderSettings, *, session: requests.Session | None = None) -> None:
         self.settings = settings
-        self._session = session or requests.Session()
+        self._session = session or _session_with_deadlines()
         self._host = urlsplit(settings.token_url).netloc
         self._refresh_token = settings.refresh_token
         self._refresh_lock = threading.Lock()
@@ -160,30 +164,42 @@ class TokenClient:
             params[0][1],
             self.settings.token_endpoint_auth_method,
         )
-        try:
-            response = self._session.post(
-                self.settings.token_url,
-                data=urlencode(params),
-                headers=headers,
-                timeout=self.settings.timeout_seconds,
-                verify=self.settings.verify,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.Timeout as exc:
-            raise self._failure(f"token request to {self._host} timed out", exc) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise self._failure(
-                f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc
-            ) from None
-        except requests.RequestException as exc:
-            raise self._failure(
-                f"token request to {self._host} failed ({type(exc).__name__})", exc, retryable=False
-            ) from None
-        with response:
-            body = self._read_body(response)
+        with _Deadline(self.settings.timeout_seconds) as deadline:
+            try:
+                response = self._session.post(
+                    self.settings.token_url,
+                    data=urlencode(params),
+                    headers=headers,
+                    timeout=self.settings.timeout_seconds,
+                    verify=self.settings.verify,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.Timeout as exc:
+                raise self._failure(f"token request to {self._host} timed out", exc) from None
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                if deadline.expired:
+                    raise self._failure(f"token request to {self._host} timed out", exc) from None
+                raise self._failure(
+                    f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc
+                ) from None
+            except (requests.RequestException, ValueError) as exc:  # ValueError: e.g. a Location
+                # header that does not parse (requests reads it even when not following redirects)
+                raise self._failure(
+                    f"token request to {self._host} failed ({type(exc).__name__})", exc, retryable=False
+                ) from None
+            except OSError as exc:  # from requests itself, e.g. the 'verify' CA bundle has gone
+                raise self._failure(
+                    f"token request to {self._host} failed: {_printable(str(exc))}", exc
+                ) from None
+            with response:
+                body = self._read_body(response, deadline)
         if 300 <= response.status_code < 400:
-            location = urlsplit(response.headers.get("Location", "")).netloc or "an unknown host"
+            try:  # the host only: no userinfo, and a Location that does not parse is no crash
+                netloc = urlsplit(response.headers.get("Location", "")).netloc.rpartition("@")[2]
+            except ValueError:
+                netloc = ""
+            location = self._shown(netloc) or "an unknown host"
             raise self._failure(
                 f"token endpoint {self._host} answered HTTP {response.status_code} "
                 f"redirecting to {location}; "
@@ -245,7 +261,7 @@ class TokenClient:
             claims, self._signing_key, algorithm=self.settings.signing_algorithm, headers=headers
         )
 
-    def _read_body(self, response: requests.Response) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: _Deadline) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:
@@ -259,6 +275,8 @@ class TokenClient:
                     )
                 chunks.append(chunk)
         except requests.RequestException as exc:
+            if deadline.expired:
+                raise self._failure(f"token request to {self._host} timed out", exc) from None
             raise self._failure(
                 f"token endpoint {self._host} closed the connection mid-response ({type(exc).__name__})", exc
             ) from None
@@ -269,8 +287,8 @@ class TokenClient:
         error = description = None
         document = _json_object(body)
         if document is not None:
-            error = _printable(document.get("error"))
-            description = _printable(document.get("error_description"))
+            error = self._shown(document.get("error"))
+            description = self._shown(document.get("error_description"))
         status = response.status_code
         detail = f": {error}" if error else ""
         if description:
@@ -303,7 +321,7 @@ class TokenClient:
             raise self._invalid("the access_token contains characters not allowed in an HTTP header")
         token_type = document.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            shown = _printable(token_type) if isinstance(token_type, str) else None
+            shown = self._shown(token_type)
             raise self._invalid(
                 f"token_type is {shown!r}, not 'Bearer'"
                 if shown
@@ -338,6 +356,8 @@ class TokenClient:
             return min(lifetime, MAX_LIFETIME_SECONDS)
         if isinstance(expires_in, bool):
             raise self._invalid("expires_in is not a number")
+        if isinstance(expires_in, int):  # exact, and maybe too large for a float
+            expires_in = max(-1, min(expires_in, int(MAX_LIFETIME_SECONDS)))
         if isinstance(expires_in, str):
             try:
                 expires_in = float(expires_in.strip())
@@ -348,6 +368,25 @@ class TokenClient:
         return min(float(expires_in), MAX_LIFETIME_SECONDS)
 
     # -- errors and retry policy ---------------------------------------------------------------
+
+    def _shown(self, value: object) -> str | None:
+        """Endpoint-supplied text for a message: credentials this client sends blanked out (an
+        endpoint may echo them back), then made printable and bounded."""
+        if not isinstance(value, str):
+            return None
+        s = self.settings
+        secret = s.client_secret.get_secret_value() if s.client_secret else ""
+        sent = [secret, quote(secret, safe=""), quote_plus(secret)]
+        if secret:
+            raw = s.basic_auth_encoding == "raw"
+            sent.append(basic_authorization(s.client_id, secret, raw=raw).removeprefix("Basic "))
+        with self._refresh_lock:
+            refresh_token = self._refresh_token
+        if refresh_token is not None:
+            sent += [refresh_token.get_secret_value(), quote_plus(refresh_token.get_secret_value())]
+        for credential in sorted(filter(None, sent), key=len, reverse=True):
+            value = value.replace(credential, "***")
+        return _printable(value)
 
     def _invalid(self, reason: str) -> _TokenRequestFailed:
         return self._failure(
@@ -398,6 +437,88 @@ class TokenClient:
         )
 
 
+class _Deadline:
+    """Cuts the connection of one token request once ``timeout_seconds`` have passed in total.
+
+    ``timeout`` in requests bounds each socket operation, not the exchange: an endpoint sending a
+    byte just before every read timeout would hold the caller, and every caller waiting on the
+    same token, indefinitely. At the deadline a watchdog shuts the request's socket down (the
+    pools of ``_session_with_deadlines`` record it), which ends any read.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.socket: socket.socket | None = None
+        self.expired = False
+        self._done = threading.Event()
+
+    def __enter__(self) -> _Deadline:
+        _attempt_deadline.current = self
+        threading.Thread(target=self._watch, name="litellm-oauth2-deadline", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _attempt_deadline.current = None
+        self._done.set()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        self.expired = True
+        while not self._done.is_set():  # the socket is known once connected
+            if self.socket is not None:
+                with suppress(OSError):
+                    self.socket.shutdown(socket.SHUT_RDWR)
+                return
+            self._done.wait(0.05)
+
+
+_attempt_deadline = threading.local()
+
+
+def _track(connection: Any) -> None:
+    """Called by the pools right before a request is sent: hand its socket to the deadline."""
+    deadline = getattr(_attempt_deadline, "current", None)
+    if deadline is not None:
+        if getattr(connection, "sock", None) is None:
+            connection.connect()  # early, as urllib3 does for HTTPS, so the socket is known
+        deadline.socket = connection.sock
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    def _validate_conn(self, conn: Any) -> None:
+        super()._validate_conn(conn)
+        _track(conn)
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    def _validate_conn(self, conn: Any) -> None:
+        super()._validate_conn(conn)
+        _track(conn)
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with pools that tell the running ``_Deadline`` which connection it uses."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:  # not SOCKS, whose pools are its own
+            manager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+        return manager
+
+
+def _session_with_deadlines() -> requests.Session:
+    session = requests.Session()
+    adapter = _DeadlineAdapter()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:
     """RFC 6749 §2.3.1: both parts form-urlencoded before base64, unless ``raw`` (some servers want that)."""
     if not raw:
@@ -413,7 +534,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -435,9 +556,13 @@ def jwt_expiry(token: str) -> float | None:
     except (binascii.Error, ValueError, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
-    return float(exp)
+    try:
+        seconds = float(exp)
+    except OverflowError:  # an int beyond any float
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

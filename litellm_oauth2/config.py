@@ -366,9 +366,15 @@ class OAuth2Config(BaseModel):
             raise OAuth2ConfigurationError(
                 f"{source}: 'oauth2_providers' must be a non-empty object mapping provider names to settings"
             )
-        providers = {
-            str(name): _validate_provider(str(name), settings) for name, settings in raw_providers.items()
-        }
+        providers: dict[str, ProviderSettings] = {}
+        for key, settings in raw_providers.items():
+            name = str(key)  # YAML keys 1 and "1" are distinct until they become provider names
+            if name in providers:
+                raise OAuth2ConfigurationError(
+                    f"{source}: duplicate key '{name}': each provider and field may appear only once",
+                    provider=name,
+                )
+            providers[name] = _validate_provider(name, settings)
         cache = _validate_cache(data.get("cache", {"type": "memory"}), source)
         return cls.model_construct(oauth2_providers=providers, cache=cache)
 

@@ -39,6 +39,10 @@ logger = logging.getLogger("litellm_oauth2")
 
 # What LiteLLM sees as the api_key of an OAuth2 provider; the real token is added by httpx.Auth.
 API_KEY_PLACEHOLDER = "litellm-oauth2"
+# The OpenAI clients follow redirects by default, and the bearer hook runs for every request httpx
+# sends: a gateway answering 307 to another host would hand that host the token (and the
+# provider's header values). As at the token endpoint, redirects are not followed.
+FOLLOW_REDIRECTS = False
 # Headers a caller might send that would compete with the bearer token.
 _CALLER_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
@@ -282,7 +286,9 @@ class OAuth2Provider(CustomLLM):
                 with self._clients_lock:
                     if self._sync_client is None:
                         http = openai.DefaultHttpxClient(
-                            event_hooks={"request": [self._bearer]}, verify=self.settings.verify
+                            event_hooks={"request": [self._bearer]},
+                            verify=self.settings.verify,
+                            follow_redirects=FOLLOW_REDIRECTS,
                         )
                         self._sync_client = openai.OpenAI(**options, http_client=http)
             return self._sync_client
@@ -290,7 +296,9 @@ class OAuth2Provider(CustomLLM):
         client = self._async_clients.get(loop)
         if client is None:
             http_async = openai.DefaultAsyncHttpxClient(
-                event_hooks={"request": [self._bearer.on_async_request]}, verify=self.settings.verify
+                event_hooks={"request": [self._bearer.on_async_request]},
+                verify=self.settings.verify,
+                follow_redirects=FOLLOW_REDIRECTS,
             )
             client = self._async_clients[loop] = openai.AsyncOpenAI(**options, http_client=http_async)
         return client

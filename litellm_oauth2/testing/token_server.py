@@ -16,8 +16,8 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
 import jwt
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from ._http import LoopbackServer, RecordedRequest, Response, json_response, media_type
+from ._http import LoopbackServer, RecordedRequest, Response, _Handler, json_response, media_type
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_AUDIENCE = "litellm-oauth2-test"
@@ -52,6 +52,98 @@ _HUGE_PADDING = 2 * 1024 * 1024 + 1
 
 # An injected fault answers the request itself, or returns None to let it be served normally.
 _Fault = Callable[[RecordedRequest, str | None], Response | None]
+_TS = TypeVar("_TS", bound="TokenServer")
+
+
+@dataclass(frozen=True)
+class ReplayResponse:
+    """One scripted answer to a ``/token`` request, written to the socket byte for byte (``replay_next``).
+
+    Nothing is checked, escaped or added except the framing, so a test can send whatever a broken
+    or hostile endpoint would: any status and reason, header lines with CR/LF or garbage (``str``
+    written as latin-1, one character per byte), any body.
+
+    * ``framing``: ``"length"`` adds ``Content-Length`` (``content_length``, default ``len(body)``;
+      a larger value announces bytes that never come), ``"chunked"`` sends the body as ``chunks``
+      chunks, ``"close"`` sends no length and ends the body by closing the connection.
+    * ``cut_after``: only that many bytes of the body section (chunk framing included) are sent.
+    * Timing: ``delay`` seconds before the first byte; the whole response (status line, headers
+      and body) goes out in ``pieces`` writes, ``pause`` seconds apart (a slow or dribbling
+      endpoint).
+    * ``hang_up`` after the last byte: ``"no"`` keeps the connection (after a cut: a stall),
+      ``"fin"`` closes it, ``"rst"`` resets it (TCP RST). ``"close"`` framing always closes.
+    """
+
+    status: int = 200
+    reason: str = "OK"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    framing: Literal["length", "chunked", "close"] = "length"
+    content_length: int | None = None
+    chunks: int = 1
+    cut_after: int | None = None
+    delay: float = 0.0
+    pieces: int = 1
+    pause: float = 0.0
+    hang_up: Literal["no", "fin", "rst"] = "no"
+
+    def wire(self) -> bytes:
+        """Every byte sent, in order (before being split into ``pieces``)."""
+        lines = [
+            f"HTTP/1.1 {self.status} {self.reason}",
+            *(f"{name}: {value}" for name, value in self.headers),
+        ]
+        body = self.body
+        if self.framing == "length":
+            length = len(body) if self.content_length is None else self.content_length
+            lines.append(f"Content-Length: {length}")
+        elif self.framing == "chunked":
+            lines.append("Transfer-Encoding: chunked")
+            body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in _split(body, self.chunks) if c)
+            body += b"0\r\n\r\n"
+        if self.cut_after is not None:
+            body = body[: max(0, self.cut_after)]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _split(data: bytes, count: int) -> list[bytes]:
+    size = -(-len(data) // max(1, count)) or 1
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+@dataclass
+class _Replayed(Response):
+    """What ``respond`` hands the handler for a replayed answer."""
+
+    replay: ReplayResponse = field(default_factory=ReplayResponse)
+
+
+def _answer_with(response: Response) -> _Fault:
+    return lambda _request, _client_id: response
+
+
+class _ReplayHandler(_Handler):
+    """The loopback handler, plus raw writing of ``ReplayResponse`` answers."""
+
+    def _write(self, response: Response) -> None:
+        if not isinstance(response, _Replayed):
+            super()._write(response)
+            return
+        replay = response.replay
+        self._pause(replay.delay)
+        for index, piece in enumerate(_split(replay.wire(), replay.pieces)):
+            if index:
+                self._pause(replay.pause)
+            self.wfile.write(piece)
+            self.wfile.flush()
+        if replay.hang_up == "rst":
+            self.server.reset_on_close(self.connection)
+        if replay.hang_up != "no" or replay.framing == "close":
+            self.close_connection = True
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0 and self.server.closing.wait(seconds):
+            raise ConnectionAbortedError("server closed")
 
 
 class _OAuthError(Exception):
@@ -125,6 +217,14 @@ class TokenServer(LoopbackServer):
         self._issued: list[str] = []
         self._revoked: set[str] = set()
         self._seen_jtis: set[str] = set()
+
+    def start(self: _TS) -> _TS:
+        """Start serving (no-op when already running); returns ``self``."""
+        super().start()
+        httpd = self._httpd
+        if httpd is not None:  # replay_next needs raw writes; other answers are served as before
+            httpd.RequestHandlerClass = _ReplayHandler
+        return self
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -297,6 +397,15 @@ class TokenServer(LoopbackServer):
         """Drop the connection (TCP RST) of the next ``n`` token requests without answering."""
         response = Response(0, reset=True)
         self._enqueue(n, lambda _request, _client_id: response)
+
+    def replay_next(self, *responses: ReplayResponse) -> None:
+        """Answer the next ``len(responses)`` token requests with these scripted responses, in order.
+
+        Replay mode: a test (or a property-based generator) decides every byte, pause and hang-up
+        of what the endpoint sends; see ``ReplayResponse``. Requests are still counted and recorded.
+        """
+        for replay in responses:
+            self._enqueue(1, _answer_with(_Replayed(replay.status, replay=replay)))
 
     def _enqueue(self, n: int, fault: _Fault) -> None:
         with self._lock:
