@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .client import Token, TokenClient
-from .config import OAuth2Config, ProviderSettings, RedisCacheSettings
+from .config import OAuth2Config, ProviderSettings, RedisCacheSettings, unknown_provider
 from .errors import OAuth2ConfigurationError, OAuth2Error
 
 logger = logging.getLogger("litellm_oauth2")
@@ -237,10 +237,7 @@ class TokenCache:
         try:
             return self._slots[provider]
         except KeyError:
-            known = ", ".join(sorted(self._slots)) or "none"
-            raise OAuth2ConfigurationError(
-                f"unknown OAuth2 provider '{provider}'; configured providers: {known}", provider=provider
-            ) from None
+            raise unknown_provider(provider, self._slots) from None
 
     def _slow_get(self, provider: str) -> _Cached:
         slot = self._slot(provider)

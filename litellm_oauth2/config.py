@@ -13,7 +13,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -343,10 +343,7 @@ class OAuth2Config(BaseModel):
         try:
             return self.oauth2_providers[name]
         except KeyError:
-            known = ", ".join(sorted(self.oauth2_providers)) or "none"
-            raise OAuth2ConfigurationError(
-                f"unknown OAuth2 provider '{name}'; configured providers: {known}", provider=name
-            ) from None
+            raise unknown_provider(name, self.oauth2_providers) from None
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "configuration") -> OAuth2Config:
@@ -377,6 +374,14 @@ class OAuth2Config(BaseModel):
             providers[name] = _validate_provider(name, settings)
         cache = _validate_cache(data.get("cache", {"type": "memory"}), source)
         return cls.model_construct(oauth2_providers=providers, cache=cache)
+
+
+def unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationError:
+    """The error for a provider name that is not configured, listing the ones that are."""
+    listed = ", ".join(sorted(known)) or "none"
+    return OAuth2ConfigurationError(
+        f"unknown OAuth2 provider '{name}'; configured providers: {listed}", provider=name
+    )
 
 
 class FieldError(ValueError):
