@@ -6,7 +6,7 @@ operation as an inline statement for the warm-path timing loops (single-threaded
 they reuse one request object; the callables used from many threads build one per call). Every contender gets its own
 OAuth2 client id, so the token server counts its token requests separately.
 
-* ours: ``TokenCache.get_token`` / ``aget_token`` (what the plugin's request hook calls).
+* ours: ``TokenCache.get_authorization`` / ``aget_authorization``: the header value, built once per token.
 * httpx-auth: ``OAuth2ClientCredentials`` driven as httpx drives it (``auth_flow`` on a request).
 * Authlib: ``OAuth2Session`` (requests) and ``AsyncOAuth2Client`` (httpx) with a
   ``token_endpoint`` and ``grant_type="client_credentials"``, so ``ensure_active_token``
@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from litellm_oauth2.cache import InMemoryTokenStore, TokenCache
+from litellm_oauth2.cache import CacheStats, InMemoryTokenStore, TokenCache
 from litellm_oauth2.config import OAuth2Config
 
 SECRET = "bench-KNOWN-client-secret-4f1d9a7c"
@@ -56,6 +56,8 @@ class Contender:
     astmt: str | None = None
     close: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
+    stats: Callable[[], CacheStats] | None = None
+    """Ours only: the cache's slow-path counters (how many callers waited on the identity provider)."""
 
 
 def ours_config(
@@ -80,24 +82,26 @@ def ours(client_id: str, token_url: str, *, expiry_buffer: float | None = None) 
     cache = TokenCache(
         ours_config(client_id, token_url, expiry_buffer=expiry_buffer), store=InMemoryTokenStore()
     )
-    get_token, aget_token = cache.get_token, cache.aget_token
+    get_authorization, aget_authorization = cache.get_authorization, cache.aget_authorization
 
     def sync() -> Headers:
-        return {"Authorization": "Bearer " + get_token(PROVIDER)}
+        return {"Authorization": get_authorization(PROVIDER)}
 
     async def asynchronous() -> Headers:
-        return {"Authorization": "Bearer " + await aget_token(PROVIDER)}
+        return {"Authorization": await aget_authorization(PROVIDER)}
 
-    return Contender(
+    contender = Contender(
         OURS,
         client_id,
         sync,
-        f'h = {{"Authorization": "Bearer " + get_token("{PROVIDER}")}}',
-        {"get_token": get_token, "aget_token": aget_token},
+        f'h = {{"Authorization": get_authorization("{PROVIDER}")}}',
+        {"get_authorization": get_authorization, "aget_authorization": aget_authorization},
         asynchronous,
-        f'h = {{"Authorization": "Bearer " + await aget_token("{PROVIDER}")}}',
+        f'h = {{"Authorization": await aget_authorization("{PROVIDER}")}}',
         cache.close,
     )
+    contender.stats = lambda: cache.stats(PROVIDER)
+    return contender
 
 
 def httpx_auth(client_id: str, token_url: str, api_base: str, *, margin: float | None = None) -> Contender:

@@ -35,6 +35,8 @@ from .errors import OAuth2ConfigurationError, OAuth2Error
 
 logger = logging.getLogger("litellm_oauth2")
 
+_monotonic = time.monotonic  # bound once: the hot path reads the clock on every call
+
 NEGATIVE_CACHE_SECONDS = 1.0
 REFRESH_BACKOFF_INITIAL = 1.0
 REFRESH_BACKOFF_MAX = 30.0
@@ -121,10 +123,11 @@ class Lifecycle:
 class _Cached:
     """What the hot path reads: replaced whole, never mutated, so readers need no lock."""
 
-    __slots__ = ("access_token", "refresh_at", "token", "usable_until")
+    __slots__ = ("access_token", "authorization", "refresh_at", "token", "usable_until")
 
     def __init__(self, token: Token, lifecycle: Lifecycle) -> None:
         self.access_token = token.access_token.get_secret_value()
+        self.authorization = "Bearer " + self.access_token
         self.refresh_at = lifecycle.refresh_at
         self.usable_until = lifecycle.usable_until
         self.token = token
@@ -148,17 +151,30 @@ class CacheStats:
 class _Slot:
     """One token identity (cache key): its cached token and its single in-flight fetch."""
 
-    def __init__(self, key: str, settings: ProviderSettings, client: TokenClient) -> None:
+    def __init__(
+        self, key: str, settings: ProviderSettings, client: TokenClient, by_provider: dict[str, _Cached]
+    ) -> None:
         self.key = key
         self.settings = settings
         self.client = client
+        self.providers: list[str] = []
         self.cached: _Cached | None = None
+        self._by_provider = by_provider
         self.lock = threading.Lock()
         self.flight: Future[_Cached] | None = None
         self.failure: tuple[BaseException, float] | None = None
         self.next_background_at = 0.0
         self.background_failures = 0
         self.stats = CacheStats()
+
+    def publish(self, cached: _Cached | None) -> None:
+        """Replace the cached token, also in the hot path's per-provider view (called under ``lock``)."""
+        self.cached = cached
+        for provider in self.providers:
+            if cached is None:
+                self._by_provider.pop(provider, None)
+            else:
+                self._by_provider[provider] = cached
 
 
 class TokenCache:
@@ -174,13 +190,16 @@ class TokenCache:
         if store is None and isinstance(config.cache, RedisCacheSettings):
             store = _redis_store(config.cache)
         self._store: TokenStore = store if store is not None else PROCESS_STORE
+        # What the hot path reads: provider name -> its cached token, whichever slot it shares.
+        self._fresh: dict[str, _Cached] = {}
         by_key: dict[str, _Slot] = {}
         self._slots: dict[str, _Slot] = {}
         for name, settings in config.oauth2_providers.items():
             key = settings.cache_key
             if key not in by_key:
                 client = (clients or {}).get(name) or TokenClient(settings)
-                by_key[key] = _Slot(key, settings, client)
+                by_key[key] = _Slot(key, settings, client, self._fresh)
+            by_key[key].providers.append(name)
             self._slots[name] = by_key[key]
 
     def __repr__(self) -> str:
@@ -188,25 +207,25 @@ class TokenCache:
 
     def get_token(self, provider: str) -> str:
         """A usable access token for ``provider``; blocks only when none is cached."""
-        slot = self._slots.get(provider)
-        if slot is not None:
-            cached = slot.cached
-            if cached is not None and time.monotonic() < cached.refresh_at:
-                return cached.access_token
+        cached = self._fresh.get(provider)
+        if cached is not None and _monotonic() < cached.refresh_at:
+            return cached.access_token
         return self._slow_get(provider).access_token
+
+    def get_authorization(self, provider: str) -> str:
+        """The ``Authorization`` header value, ``Bearer <token>``: built once per token, not per call."""
+        cached = self._fresh.get(provider)
+        if cached is not None and _monotonic() < cached.refresh_at:
+            return cached.authorization
+        return self._slow_get(provider).authorization
 
     async def aget_token(self, provider: str) -> str:
         """``get_token`` for asyncio: waiting for a fetch never blocks the event loop."""
-        slot = self._slots.get(provider)
-        if slot is not None:
-            cached = slot.cached
-            if cached is not None and time.monotonic() < cached.refresh_at:
-                return cached.access_token
-        slot = self._slot(provider)
-        ready = self._usable_or_flight(slot, wait_ok=True)
-        if isinstance(ready, _Cached):
-            return ready.access_token
-        return (await asyncio.wrap_future(ready)).access_token
+        return (await self._aget(provider)).access_token
+
+    async def aget_authorization(self, provider: str) -> str:
+        """``get_authorization`` for asyncio."""
+        return (await self._aget(provider)).authorization
 
     def get(self, provider: str) -> Token:
         """The full ``Token`` (scope, expiry) for ``provider``; same caching as ``get_token``."""
@@ -218,7 +237,7 @@ class TokenCache:
         with slot.lock:
             if slot.cached is None or token not in (None, slot.cached.access_token):
                 return
-            slot.cached = None
+            slot.publish(None)
             slot.failure = None
         # Outside the slot lock, which asyncio callers take on their event loop thread.
         self._store.delete(slot.key, token, slot.settings)
@@ -230,6 +249,15 @@ class TokenCache:
     def close(self) -> None:
         for slot in set(self._slots.values()):
             slot.client.close()
+
+    async def _aget(self, provider: str) -> _Cached:
+        cached = self._fresh.get(provider)
+        if cached is not None and _monotonic() < cached.refresh_at:
+            return cached
+        ready = self._usable_or_flight(self._slot(provider), wait_ok=True)
+        if isinstance(ready, _Cached):
+            return ready
+        return await asyncio.wrap_future(ready)
 
     # -- slow path -------------------------------------------------------------------------------
 
@@ -314,7 +342,7 @@ class TokenCache:
             return
         with slot.lock:
             slot.flight = None
-            slot.cached = cached
+            slot.publish(cached)
             slot.failure = None
             slot.background_failures = 0
             slot.next_background_at = 0.0

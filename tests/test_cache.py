@@ -136,6 +136,36 @@ def test_identical_settings_share_a_token_and_different_scopes_do_not(server: To
     assert server.token_requests == 2
 
 
+def test_authorization_header_follows_the_token_through_refresh_and_invalidation(server: TokenServer) -> None:
+    server.token_lifetime = 1.0
+    cache = TokenCache(
+        config_of(
+            {
+                "a": provider_dict(server.token_url, expiry_buffer_seconds=0),
+                "b": provider_dict(server.token_url, expiry_buffer_seconds=0),
+            }
+        ),
+        store=InMemoryTokenStore(),
+    )
+    first = cache.get_authorization("a")
+    assert first == "Bearer " + cache.get_token("a") == cache.get_authorization("b")
+    assert asyncio.run(cache.aget_authorization("b")) == first
+    assert server.verify_access_token(first.removeprefix("Bearer ")) is not None
+    assert server.token_requests == 1
+
+    deadline = time.monotonic() + 5
+    while cache.get_authorization("b") == first and time.monotonic() < deadline:
+        time.sleep(0.01)
+    refreshed = cache.get_authorization("b")
+    assert refreshed != first and server.token_requests == 2, "the refresh did not reach both providers"
+    assert refreshed == cache.get_authorization("a") == "Bearer " + cache.get_token("a")
+
+    cache.invalidate("a", cache.get_token("a"))
+    renewed = cache.get_authorization("b")
+    assert renewed not in (first, refreshed) and server.token_requests == 3
+    assert server.verify_access_token(renewed.removeprefix("Bearer ")) is not None
+
+
 def test_refresh_ahead_under_load_one_request_per_refresh_and_no_waits(server: TokenServer) -> None:
     lifetime, duration, workers = 1.0, 10.0, 16
     server.token_lifetime = lifetime
