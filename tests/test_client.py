@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import logging
 import time
 from collections.abc import Iterator
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import jwt
 import pytest
@@ -16,6 +17,7 @@ from helpers import SECRET, ec_key_pair, provider, rsa_key_pair
 from litellm_oauth2 import OAuth2AuthenticationError, OAuth2ConfigurationError
 from litellm_oauth2.client import TokenClient, basic_authorization, jwt_expiry, parse_retry_after
 from litellm_oauth2.testing import TokenServer
+from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response
 
 
 @pytest.fixture
@@ -364,3 +366,49 @@ def test_jwt_expiry_reads_exp_without_verifying() -> None:
     assert jwt_expiry(token) == 2_000_000_000
     assert jwt_expiry("opaque-token") is None
     assert jwt_expiry("a.!!!.c") is None
+
+
+# -- environment: proxies, read once -----------------------------------------------------------
+
+
+class ForwardingProxy(LoopbackServer):
+    """A plain HTTP forward proxy: relays absolute-form requests and remembers their targets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relayed: list[str] = []
+
+    def respond(self, request: RecordedRequest) -> Response:
+        self.relayed.append(request.path)
+        target = urlsplit(request.path)
+        connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
+        hop_by_hop = {"connection", "proxy-connection", "keep-alive", "content-length", "transfer-encoding"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop}
+        connection.request(request.method, target.path, body=request.body, headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        kept = {k: v for k, v in answer.getheaders() if k.lower() not in hop_by_hop | {"date", "server"}}
+        return Response(answer.status, body, kept)
+
+
+def test_proxy_from_the_environment_is_used_and_read_when_the_provider_loads(
+    server: TokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with ForwardingProxy() as proxy:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        client = TokenClient(provider(server.token_url))
+        # Changed after loading: the provider keeps what it read (requests is not asked per call).
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+        token = client.fetch().access_token.get_secret_value()
+        assert proxy.relayed == [server.token_url]
+        assert server.verify_access_token(token) is not None
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        TokenClient(provider(server.token_url)).fetch()
+        assert proxy.relayed == [server.token_url] and server.token_requests == 2
