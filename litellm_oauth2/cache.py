@@ -280,6 +280,17 @@ class TokenCache:
         With ``wait_ok`` False (a synchronous caller) a new fetch runs in the calling thread;
         with True (asyncio) it runs in a worker thread and the caller awaits the future.
         """
+        now = _monotonic()
+        cached = slot.cached
+        if (
+            cached is not None
+            and now < cached.usable_until
+            and (slot.flight is not None or now < slot.next_background_at)
+        ):
+            # Inside the refresh window with the refresh already running (or backing off): no
+            # lock, so the callers of a busy process never queue on each other while it runs.
+            slot.stats.stale_served += 1
+            return cached
         run_inline = False
         with slot.lock:
             now = time.monotonic()
