@@ -17,26 +17,39 @@ inside a window if its interval overlaps one. Reported per contender: p50/p99 la
 and outside, token requests per lifetime, and token requests per renewal (per group). As a
 yardstick for noise, the same windows moved a quarter lifetime later ("placebo": nothing
 renews there) give a p99 that should differ from the outside p99 by chance alone.
+
+A second yardstick separates the machine from the client: "static key, renewals in another
+process" has the 32 workers send a static key while a separate process renews a token with
+our cache at the same cadence. Its windows cost the workers nothing but the identity
+provider's and the renewing process's CPU on the same cores (on two cores, RSA signing alone
+is felt), so its p99 inside/outside is what any contender pays here for renewals happening at
+all. For ours, the cache's own counter also says how many callers waited on the identity
+provider after warm-up.
 """
 
 from __future__ import annotations
 
 import http.client
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import peers
 from .context import Context
-from .stats import ratio, summary
+from .stats import ratio, rotated, summary
 
 LIFETIME = 2.0
 MARGIN = LIFETIME / 4
 IDP_LATENCY = 0.02
 WORKERS = 32
 THINK = 0.01
+ROUNDS = 4
+LIFETIMES_PER_ROUND = 5
 
 
 def _windows(stamps: list[float]) -> list[tuple[float, float, int]]:
@@ -49,11 +62,73 @@ def _windows(stamps: list[float]) -> list[tuple[float, float, int]]:
     return [(group[0] - 0.005, group[-1] + IDP_LATENCY + 0.05, len(group)) for group in groups]
 
 
-def _run_one(ctx: Context, contender: peers.Contender, lifetimes: int) -> dict[str, Any]:
+BASELINE = "static key, renewals in another process"
+
+
+def _renew(client_id: str, token_url: str, ready: Event, active: Event, stop: Event) -> None:
+    """The baseline's renewer: our cache, asked every 5 ms while ``active``, in a process of its own."""
+    renewer = peers.ours(client_id, token_url, expiry_buffer=MARGIN)
+    renewer.sync()
+    ready.set()
+    while not stop.is_set():
+        if active.wait(0.1):
+            renewer.sync()
+            time.sleep(0.005)
+    renewer.close()
+
+
+class _Renewer:
+    """One renewing process for the whole benchmark (it starts in seconds: it loads LiteLLM)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.client_id = ctx.client_id("refresh-baseline")
+        ctx.servers.set_lifetime(self.client_id, LIFETIME)
+        spawn = multiprocessing.get_context("spawn")
+        self.ready, self.active, self.stop = spawn.Event(), spawn.Event(), spawn.Event()
+        self.process = spawn.Process(
+            target=_renew,
+            args=(self.client_id, ctx.servers.token_url, self.ready, self.active, self.stop),
+            daemon=True,
+        )
+        self.process.start()
+
+    def run(self, ctx: Context, lifetimes: int) -> _Round:
+        if not self.ready.wait(120):
+            raise RuntimeError("the baseline's renewing process did not start")
+        self.active.set()
+        try:
+            time.sleep(0.2)  # its first renewal after a pause is a cold fetch: let it finish
+            return _run_one(ctx, peers.static(self.client_id), lifetimes)
+        finally:
+            self.active.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.process.join(10)
+
+
+@dataclass
+class _Round:
+    """One measured stretch of one contender: every call's latency, split by refresh windows."""
+
+    lifetimes: int
+    inside: list[float] = field(default_factory=list)
+    outside: list[float] = field(default_factory=list)
+    placebo: list[float] = field(default_factory=list)
+    calls: int = 0
+    calls_not_ok: int = 0
+    exceptions: dict[str, int] = field(default_factory=dict)
+    token_requests: int = 0
+    renewals: list[int] = field(default_factory=list)
+    waited: int | None = None
+
+
+def _run_one(ctx: Context, contender: peers.Contender, lifetimes: int) -> _Round:
     api = urlsplit(ctx.servers.api_base)
     host, port = api.hostname or "127.0.0.1", api.port or 80
     path = api.path + "/models"
     contender.sync()  # first token before the clock starts: this is about renewals, not cold starts
+    waits_before = contender.stats().waits if contender.stats else None
     calls: list[tuple[float, float, int]] = []
     failures: dict[str, int] = {}
     lock = threading.Lock()
@@ -89,7 +164,9 @@ def _run_one(ctx: Context, contender: peers.Contender, lifetimes: int) -> dict[s
         thread.start()
     for thread in threads:
         thread.join()
-    contender.close()
+    result = _Round(lifetimes, calls=len(calls), exceptions=failures)
+    if contender.stats is not None and waits_before is not None:
+        result.waited = contender.stats().waits - waits_before
     # Up to the end of the last call: a renewal begun before the deadline may reach the IdP after it.
     last = max((t1 for _, t1, _ in calls), default=end)
     stamps = [at for at in ctx.servers.stamps(contender.client_id) if start <= at <= last]
@@ -98,39 +175,68 @@ def _run_one(ctx: Context, contender: peers.Contender, lifetimes: int) -> dict[s
     # the calls there, against the p99 outside, shows how much two p99s differ by noise alone.
     shift = LIFETIME / 4
     placebo_windows = [(a + shift, b + shift) for a, b, _ in windows]
-    inside: list[float] = []
-    outside: list[float] = []
-    placebo: list[float] = []
-    for t0, t1, _status in calls:
+    for t0, t1, status in calls:
         overlaps = any(t0 < w_end and t1 > w_start for w_start, w_end, _ in windows)
-        (inside if overlaps else outside).append(t1 - t0)
+        (result.inside if overlaps else result.outside).append(t1 - t0)
         if not overlaps and any(t0 < b and t1 > a for a, b in placebo_windows):
-            placebo.append(t1 - t0)
-    not_ok = sum(1 for _, _, status in calls if status != 200)
-    in_stats, out_stats = summary(inside, 1000.0, 2), summary(outside, 1000.0, 2)
+            result.placebo.append(t1 - t0)
+        result.calls_not_ok += status != 200
+    result.token_requests = len(stamps)
+    result.renewals = [n for _, _, n in windows]
+    return result
+
+
+def _brief(result: _Round) -> str:
+    inside, outside = summary(result.inside, 1000.0, 2), summary(result.outside, 1000.0, 2)
+    return (
+        f"p99 inside {inside['p99']} ms, outside {outside['p99']} ms, {result.token_requests} token requests"
+    )
+
+
+def _pooled(rounds: list[_Round]) -> dict[str, Any]:
+    """One contender's rounds as one sample: p99s of all calls, plus each round's ratio for spread."""
+    inside = [x for r in rounds for x in r.inside]
+    outside = [x for r in rounds for x in r.outside]
+    placebo = [x for r in rounds for x in r.placebo]
+    in_stats, out_stats, placebo_stats = (summary(x, 1000.0, 2) for x in (inside, outside, placebo))
+    renewals = [n for r in rounds for n in r.renewals]
+    requests = sum(r.token_requests for r in rounds)
+    waited = [r.waited for r in rounds]
+    exceptions: dict[str, int] = {}
+    for r in rounds:
+        for name, count in r.exceptions.items():
+            exceptions[name] = exceptions.get(name, 0) + count
     return {
-        "calls": len(calls),
-        "calls_not_ok": not_ok,
-        "exceptions": failures,
+        "rounds": len(rounds),
+        "lifetimes": sum(r.lifetimes for r in rounds),
+        "calls": sum(r.calls for r in rounds),
+        "calls_not_ok": sum(r.calls_not_ok for r in rounds),
+        "exceptions": exceptions,
         "latency_inside_ms": in_stats,
         "latency_outside_ms": out_stats,
+        "latency_placebo_ms": placebo_stats,
         "p99_inside_over_outside": ratio(in_stats["p99"], out_stats["p99"]),
         "p50_inside_over_outside": ratio(in_stats["median"], out_stats["median"]),
-        "latency_placebo_ms": summary(placebo, 1000.0, 2),
-        "p99_placebo_over_outside": ratio(summary(placebo, 1000.0, 2)["p99"], out_stats["p99"]),
-        "token_requests": len(stamps),
-        "renewals": len(windows),
-        "token_requests_per_lifetime": round(len(stamps) / lifetimes, 2),
-        "token_requests_per_renewal": round(len(stamps) / len(windows), 2) if windows else None,
-        "largest_renewal": max((n for _, _, n in windows), default=0),
+        "p99_placebo_over_outside": ratio(placebo_stats["p99"], out_stats["p99"]),
+        "p99_inside_over_outside_per_round": [
+            ratio(summary(r.inside, 1000.0, 2)["p99"], summary(r.outside, 1000.0, 2)["p99"]) for r in rounds
+        ],
+        "token_requests": requests,
+        "renewals": len(renewals),
+        "token_requests_per_lifetime": round(requests / sum(r.lifetimes for r in rounds), 2),
+        "token_requests_per_renewal": round(requests / len(renewals), 2) if renewals else None,
+        "largest_renewal": max(renewals, default=0),
+        "callers_that_waited_on_the_idp": None if None in waited else sum(w or 0 for w in waited),
     }
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    lifetimes = 1 if ctx.quick else 10
+    # Ours and the baseline alternate over several rounds (the machine's load drifts); each peer
+    # runs once, its figures being far from the goal either way.
+    rounds, lifetimes = (1, 1) if ctx.quick else (ROUNDS, LIFETIMES_PER_ROUND)
+    peer_lifetimes = 1 if ctx.quick else LIFETIMES_PER_ROUND
     token_url, api_base = ctx.servers.token_url, ctx.servers.api_base
-    builders: list[tuple[str, float, Callable[[str], peers.Contender]]] = [
-        (peers.OURS, LIFETIME, lambda cid: peers.ours(cid, token_url, expiry_buffer=MARGIN)),
+    peer_builders: list[tuple[str, float, Callable[[str], peers.Contender]]] = [
         (peers.HTTPX_AUTH, LIFETIME, lambda cid: peers.httpx_auth(cid, token_url, api_base, margin=MARGIN)),
         (peers.AUTHLIB, LIFETIME, lambda cid: peers.authlib(cid, token_url, api_base, margin=MARGIN)),
         (
@@ -140,35 +246,58 @@ def run(ctx: Context) -> dict[str, Any]:
         ),
     ]
     ctx.log(
-        f"refresh under load: {WORKERS} workers, {lifetimes} lifetimes of {LIFETIME:g} s per contender, "
-        f"IdP latency {IDP_LATENCY * 1000:g} ms"
+        f"refresh under load: {WORKERS} workers; ours and the baseline {rounds} x {lifetimes} lifetimes "
+        f"of {LIFETIME:g} s, alternating; each peer {peer_lifetimes} lifetimes; IdP latency "
+        f"{IDP_LATENCY * 1000:g} ms"
     )
     ctx.servers.set_delay(IDP_LATENCY)
-    results: dict[str, Any] = {}
+    measured: dict[str, list[_Round]] = {BASELINE: [], peers.OURS: []}
+    granted: dict[str, float] = {BASELINE: LIFETIME, peers.OURS: LIFETIME}
+    renewer = _Renewer(ctx)
     try:
-        for name, lifetime, build in builders:
+        for round_index in range(rounds):
+            for name in rotated([BASELINE, peers.OURS], round_index):
+                if name == BASELINE:
+                    measured[name].append(renewer.run(ctx, lifetimes))
+                else:
+                    client_id = ctx.client_id("refresh-ours")
+                    ctx.servers.set_lifetime(client_id, LIFETIME)
+                    contender = peers.ours(client_id, token_url, expiry_buffer=MARGIN)
+                    measured[name].append(_run_one(ctx, contender, lifetimes))
+                    contender.close()
+                ctx.log(f"  {name}, round {round_index + 1}: {_brief(measured[name][-1])}")
+        for name, lifetime, build in peer_builders:
             client_id = ctx.client_id(f"refresh-{name}")
             ctx.servers.set_lifetime(client_id, lifetime)
-            results[name] = _run_one(ctx, build(client_id), lifetimes)
-            results[name]["granted_lifetime_s"] = lifetime
-            ctx.log(
-                f"  {name}: p99 inside {results[name]['latency_inside_ms']['p99']} ms, "
-                f"outside {results[name]['latency_outside_ms']['p99']} ms, "
-                f"{results[name]['token_requests']} token requests"
-            )
+            contender = build(client_id)
+            measured[name] = [_run_one(ctx, contender, peer_lifetimes)]
+            contender.close()
+            granted[name] = lifetime
+            ctx.log(f"  {name}: {_brief(measured[name][0])}")
     finally:
+        renewer.close()
         ctx.servers.set_delay(0.0)
-    ours = results[peers.OURS]
+    results = {
+        name: {**_pooled(done), "granted_lifetime_s": granted[name]} for name, done in measured.items()
+    }
+    ours, baseline = results[peers.OURS], results[BASELINE]
+    machine = baseline["p99_inside_over_outside"]
+    ours_net = ratio(ours["p99_inside_over_outside"] or 0.0, machine) if machine else None
     return {
         "workers": WORKERS,
-        "lifetimes": lifetimes,
+        "rounds": rounds,
+        "lifetimes_per_round": lifetimes,
+        "peer_lifetimes": peer_lifetimes,
         "lifetime_s": LIFETIME,
         "margin_s": MARGIN,
         "idp_latency_ms": IDP_LATENCY * 1000,
         "think_time_ms": THINK * 1000,
         "contenders": results,
+        "ours_p99_ratio_over_baseline_p99_ratio": ours_net,
         "goals": {
             "p99_inside_within_10pct_of_outside": (ours["p99_inside_over_outside"] or 99) <= 1.10,
+            "p99_inside_within_10pct_of_outside_net_of_the_machine": (ours_net or 99) <= 1.10,
+            "no_caller_waited_on_the_idp": ours["callers_that_waited_on_the_idp"] == 0,
             "one_token_request_per_renewal": ours["token_requests_per_renewal"] == 1.0,
             "no_failed_calls": ours["calls_not_ok"] == 0,
         },

@@ -182,10 +182,12 @@ def _e2e(r: dict[str, Any]) -> list[str]:
 
 def _refresh(r: dict[str, Any]) -> list[str]:
     lines = [
-        f"{r['workers']} workers, {r['lifetimes']} lifetimes of {_n(r['lifetime_s'], 0)} s (usable "
+        f"{r['workers']} workers; lifetimes of {_n(r['lifetime_s'], 0)} s (usable "
         f"{_n(r['lifetime_s'] - r['margin_s'], 1)} s after a {_n(r['margin_s'], 1)} s margin), IdP latency "
         f"{_n(r['idp_latency_ms'], 0)} ms, {_n(r['think_time_ms'], 0)} ms pause between a worker's calls. "
-        "A call = obtain headers + GET on the gateway.",
+        "A call = obtain headers + GET on the gateway. The first two rows alternate over "
+        f"{r['rounds']} rounds of {r['lifetimes_per_round']} lifetimes (pooled; the per-round ratios show the "
+        f"spread); each peer runs {r['peer_lifetimes']} lifetimes once.",
         "",
     ]
     rows = []
@@ -201,14 +203,16 @@ def _refresh(r: dict[str, Any]) -> list[str]:
                 o["p99"],
                 o["n"],
                 _n(c["p99_inside_over_outside"], 2),
+                ", ".join(_n(x, 2) for x in c["p99_inside_over_outside_per_round"]),
                 _n(c["p99_placebo_over_outside"], 2),
                 c["token_requests_per_lifetime"],
                 c["token_requests_per_renewal"],
                 c["largest_renewal"],
                 c["calls_not_ok"],
+                "-" if c["callers_that_waited_on_the_idp"] is None else c["callers_that_waited_on_the_idp"],
             ]
         )
-    return lines + _table(
+    lines += _table(
         [
             "contender",
             "inside p50 ms",
@@ -218,14 +222,23 @@ def _refresh(r: dict[str, Any]) -> list[str]:
             "outside p99 ms",
             "n",
             "p99 inside/outside",
+            "per round",
             "p99 placebo/outside",
             "token requests per lifetime",
             "per renewal",
             "largest renewal",
             "failed calls",
+            "callers that waited on the IdP",
         ],
         rows,
     )
+    lines.append(
+        "The first row is the machine's share: static-key callers while another process renews at the same "
+        "cadence. Ours, p99 inside/outside over that row's: "
+        f"{_n(r['ours_p99_ratio_over_baseline_p99_ratio'], 2)}."
+    )
+    lines.append("")
+    return lines
 
 
 def _startup(r: dict[str, Any]) -> list[str]:
