@@ -7,9 +7,13 @@ the provider delegates to LiteLLM's own OpenAI-compatible handler at the provide
 ``api_base``.
 
 The token never enters LiteLLM: the handler gets a placeholder ``api_key`` and an OpenAI client
-whose ``httpx.Auth`` writes ``Authorization: Bearer <token>`` as the request leaves, so logging
+whose HTTP client writes ``Authorization: Bearer <token>`` as the request leaves, so logging
 payloads, callback kwargs and debug output have nothing to leak. A 401 from the gateway
 invalidates that token and retries once with a fresh one, before the caller sees anything.
+
+That HTTP client is the one LiteLLM builds for its own ``openai/...`` calls (its SSL settings,
+its aiohttp transport for async calls, its proxy handling), plus the bearer hook and minus
+redirects.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import asyncio
 import contextvars
 import json
 import logging
+import ssl
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+import httpx
 import litellm
 import openai
 from litellm.exceptions import APIConnectionError
@@ -37,7 +43,7 @@ from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2E
 
 logger = logging.getLogger("litellm_oauth2")
 
-# What LiteLLM sees as the api_key of an OAuth2 provider; the real token is added by httpx.Auth.
+# What LiteLLM sees as the api_key of an OAuth2 provider; the real token is added by _BearerHeader.
 API_KEY_PLACEHOLDER = "litellm-oauth2"
 # The OpenAI clients follow redirects by default, and the bearer hook runs for every request httpx
 # sends: a gateway answering 307 to another host would hand that host the token (and the
@@ -125,6 +131,83 @@ class _BearerHeader:
 
 def _is_unauthorized(exc: BaseException) -> bool:
     return getattr(exc, "status_code", None) == 401
+
+
+class _LiteLLMHttp(NamedTuple):
+    """LiteLLM's builders of the HTTP clients behind its own ``openai/...`` calls."""
+
+    ssl_configuration: Callable[..., Any]
+    async_transport: Callable[..., Any]
+    proxy_mounts: Callable[..., Any]
+    http2_enabled: Callable[[], bool]
+
+
+def _litellm_http() -> _LiteLLMHttp | None:
+    """LiteLLM's builders, or None on a LiteLLM that lays them out differently."""
+    try:
+        from litellm.llms.custom_httpx import http_handler
+
+        return _LiteLLMHttp(
+            http_handler.get_ssl_configuration,
+            http_handler.AsyncHTTPHandler.create_async_transport,
+            http_handler.AsyncHTTPHandler.create_httpx_proxy_mounts,
+            http_handler.http2_enabled,
+        )
+    except (ImportError, AttributeError):
+        return None
+
+
+_LITELLM_HTTP = _litellm_http()
+
+
+def _sync_http_client(
+    verify: bool | str | None, hook: Callable[[Any], None]
+) -> httpx.Client | openai.DefaultHttpxClient:
+    """The client LiteLLM builds for a synchronous ``openai/...`` call (``ssl_verify``,
+    ``SSL_CERT_FILE``, ``SSL_VERIFY``, HTTP/2 switch), with ``hook`` and without redirects.
+
+    ``verify`` None leaves verification to LiteLLM's settings. Without LiteLLM's builders,
+    openai's default client (verification on unless ``verify`` says otherwise).
+    """
+    hooks = {"request": [hook]}
+    if _LITELLM_HTTP is None:
+        return openai.DefaultHttpxClient(
+            event_hooks=hooks, verify=True if verify is None else verify, follow_redirects=FOLLOW_REDIRECTS
+        )
+    return httpx.Client(
+        verify=_LITELLM_HTTP.ssl_configuration(verify),
+        http2=_LITELLM_HTTP.http2_enabled(),
+        follow_redirects=FOLLOW_REDIRECTS,
+        event_hooks=hooks,
+    )
+
+
+def _async_http_client(
+    verify: bool | str | None, hook: Callable[[Any], Any]
+) -> httpx.AsyncClient | openai.DefaultAsyncHttpxClient:
+    """The client LiteLLM builds for an async ``openai/...`` call: its aiohttp transport (unless
+    ``disable_aiohttp_transport``, HTTP/2 or ``force_ipv4`` choose httpx's) with its SSL settings
+    and proxy mounts, with ``hook`` and without redirects. Event hooks belong to the httpx client,
+    so they run whichever transport sends the request.
+    """
+    hooks = {"request": [hook]}
+    if _LITELLM_HTTP is None:
+        return openai.DefaultAsyncHttpxClient(
+            event_hooks=hooks, verify=True if verify is None else verify, follow_redirects=FOLLOW_REDIRECTS
+        )
+    ssl_config = _LITELLM_HTTP.ssl_configuration(verify)
+    transport = _LITELLM_HTTP.async_transport(
+        ssl_context=ssl_config if isinstance(ssl_config, ssl.SSLContext) else None,
+        ssl_verify=ssl_config if isinstance(ssl_config, bool) else None,
+    )
+    return httpx.AsyncClient(
+        verify=ssl_config,
+        transport=transport,
+        mounts=_LITELLM_HTTP.proxy_mounts(transport, verify=ssl_config, cert=None),
+        http2=_LITELLM_HTTP.http2_enabled(),
+        follow_redirects=FOLLOW_REDIRECTS,
+        event_hooks=hooks,
+    )
 
 
 class OAuth2Provider(CustomLLM):
@@ -233,7 +316,7 @@ class OAuth2Provider(CustomLLM):
         embedding: bool,
         is_async: bool,
     ) -> _T:
-        """Call LiteLLM's OpenAI handler with our client; ``token`` is what ``_BearerAuth`` sends."""
+        """Call LiteLLM's OpenAI handler with our client; ``token`` is what ``_BearerHeader`` sends."""
         reset = _token_in_use.set(token)
         try:
             return handler(**self._handler_arguments(kwargs, embedding=embedding, is_async=is_async))
@@ -274,7 +357,13 @@ class OAuth2Provider(CustomLLM):
         return arguments
 
     def _client(self, is_async: bool) -> openai.OpenAI | openai.AsyncOpenAI:
-        """One client per provider (per event loop for async: httpx's async client is loop-bound)."""
+        """One client per provider (per event loop for async, as LiteLLM keeps its own), built on
+        the HTTP client LiteLLM would use for an ``openai/...`` call, read when first needed.
+
+        ``litellm.client_session`` / ``aclient_session`` are not used: our bearer hook on them
+        would send the token with the caller's other calls, and sending through them would show
+        it to their hooks and let their ``auth`` replace it.
+        """
         options: dict[str, Any] = {
             "api_key": API_KEY_PLACEHOLDER,
             "base_url": self.settings.api_base,
@@ -285,23 +374,35 @@ class OAuth2Provider(CustomLLM):
             if self._sync_client is None:
                 with self._clients_lock:
                     if self._sync_client is None:
-                        http = openai.DefaultHttpxClient(
-                            event_hooks={"request": [self._bearer]},
-                            verify=self.settings.verify,
-                            follow_redirects=FOLLOW_REDIRECTS,
-                        )
-                        self._sync_client = openai.OpenAI(**options, http_client=http)
+                        self._note_caller_session(litellm.client_session, "client_session")
+                        http = _sync_http_client(self._verify(), self._bearer)
+                        # openai takes LiteLLM's httpx clients (as LiteLLM gives them); its
+                        # annotation names only httpx2's.
+                        self._sync_client = openai.OpenAI(**options, http_client=http)  # type: ignore[arg-type]
             return self._sync_client
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            http_async = openai.DefaultAsyncHttpxClient(
-                event_hooks={"request": [self._bearer.on_async_request]},
-                verify=self.settings.verify,
-                follow_redirects=FOLLOW_REDIRECTS,
+            self._note_caller_session(litellm.aclient_session, "aclient_session")
+            http_async = _async_http_client(self._verify(), self._bearer.on_async_request)
+            client = self._async_clients[loop] = openai.AsyncOpenAI(
+                **options,
+                http_client=http_async,  # type: ignore[arg-type]
             )
-            client = self._async_clients[loop] = openai.AsyncOpenAI(**options, http_client=http_async)
         return client
+
+    def _verify(self) -> bool | str | None:
+        """The config's ``verify`` when the file sets it; else None: LiteLLM's ``ssl_verify`` applies."""
+        return self.settings.verify if "verify" in self.settings.model_fields_set else None
+
+    def _note_caller_session(self, session: object, name: str) -> None:
+        if session is not None:
+            logger.info(
+                "provider %s: litellm.%s is set; OAuth2 calls use their own HTTP client, "
+                "so the bearer token never travels with the session's other calls",
+                self.name,
+                name,
+            )
 
     def close(self) -> None:
         if self._sync_client is not None:
