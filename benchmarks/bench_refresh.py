@@ -1,4 +1,7 @@
-"""4. Refresh under load: 32 workers call the gateway continuously across 10 short token lifetimes.
+"""4. Refresh under load: 32 workers call the gateway continuously across short token lifetimes.
+
+Ours and the baseline (below) alternate over ``ROUNDS`` rounds of ``LIFETIMES_PER_ROUND``
+lifetimes each, pooled; each peer runs ``LIFETIMES_PER_ROUND`` lifetimes once.
 
 A call is: obtain the headers from the contender, then ``GET /v1/models`` on the loopback
 gateway over the worker's own keep-alive connection (the gateway checks the token), then
