@@ -174,7 +174,7 @@ class TokenClient:
                     headers=headers,
                     timeout=self.settings.timeout_seconds,
                     verify=self._verify,
-                    proxies=self._proxies,
+                    proxies=self._proxies or None,  # None: requests skips merging them
                     allow_redirects=False,
                     stream=True,
                 )
