@@ -1,4 +1,4 @@
-"""The body of one worker process of benchmark 6; imports nothing but the plugin's token cache.
+"""Bodies of benchmark child processes (6's workers, 4's renewer); import nothing but the token cache.
 
 Kept apart so that a 'spawn'ed worker starts quickly: it never imports LiteLLM, peers or servers.
 """
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from typing import Any
 
-from litellm_oauth2.cache import TokenCache
+from litellm_oauth2.cache import InMemoryTokenStore, TokenCache
 from litellm_oauth2.config import OAuth2Config
 
 
@@ -48,3 +49,15 @@ def token_worker(
     except Exception as exc:  # reported to the parent, which fails the benchmark with it
         ready.put(False)
         results.put({"calls": calls, "failures": failures, "slowest_s": slowest, "error": type(exc).__name__})
+
+
+def renewer(config: OAuth2Config, provider: str, ready: Event, active: Event, stop: Event) -> None:
+    """Benchmark 4's baseline: keeps a token renewed, asking every 5 ms while ``active``."""
+    cache = TokenCache(config, store=InMemoryTokenStore())
+    cache.get_authorization(provider)
+    ready.set()
+    while not stop.is_set():
+        if active.wait(0.1):
+            cache.get_authorization(provider)
+            time.sleep(0.005)
+    cache.close()

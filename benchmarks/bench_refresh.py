@@ -38,11 +38,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.synchronize import Event
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import peers
+from ._worker import renewer
 from .context import Context
 from .stats import ratio, rotated, summary
 
@@ -68,29 +68,18 @@ def _windows(stamps: list[float]) -> list[tuple[float, float, int]]:
 BASELINE = "static key, renewals in another process"
 
 
-def _renew(client_id: str, token_url: str, ready: Event, active: Event, stop: Event) -> None:
-    """The baseline's renewer: our cache, asked every 5 ms while ``active``, in a process of its own."""
-    renewer = peers.ours(client_id, token_url, expiry_buffer=MARGIN)
-    renewer.sync()
-    ready.set()
-    while not stop.is_set():
-        if active.wait(0.1):
-            renewer.sync()
-            time.sleep(0.005)
-    renewer.close()
-
-
 class _Renewer:
-    """One renewing process for the whole benchmark (it starts in seconds: it loads LiteLLM)."""
+    """One renewing process for the whole benchmark: our cache, asked every 5 ms while active."""
 
     def __init__(self, ctx: Context) -> None:
         self.client_id = ctx.client_id("refresh-baseline")
         ctx.servers.set_lifetime(self.client_id, LIFETIME)
         spawn = multiprocessing.get_context("spawn")
         self.ready, self.active, self.stop = spawn.Event(), spawn.Event(), spawn.Event()
+        config = peers.ours_config(self.client_id, ctx.servers.token_url, expiry_buffer=MARGIN)
         self.process = spawn.Process(
-            target=_renew,
-            args=(self.client_id, ctx.servers.token_url, self.ready, self.active, self.stop),
+            target=renewer,
+            args=(config, peers.PROVIDER, self.ready, self.active, self.stop),
             daemon=True,
         )
         self.process.start()
