@@ -320,7 +320,9 @@ class TokenClient:
         access_token = document.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise self._invalid("the response has no access_token")
-        if not all("\x21" <= ch <= "\x7e" for ch in access_token):
+        # Visible ASCII only (%x21-7E): what can travel in a header. One C-level pass each, not a
+        # Python loop over a ~700-character JWT.
+        if not (access_token.isascii() and access_token.isprintable()) or " " in access_token:
             raise self._invalid("the access_token contains characters not allowed in an HTTP header")
         token_type = document.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
