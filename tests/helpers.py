@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from litellm_oauth2.config import OAuth2Config, ProviderSettings
+from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response, json_response
 
 SECRET = "s3cr3t-KNOWN:/+%&= value"
 FAST_RETRY = {"attempts": 3, "initial_delay": 0.01, "max_delay": 0.05}
@@ -52,3 +53,28 @@ def _pem_pair(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[str,
         .decode()
     )
     return private, public
+
+
+class Elsewhere(LoopbackServer):
+    """Another host: records whatever reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[RecordedRequest] = []
+
+    def respond(self, request: RecordedRequest) -> Response:
+        self.seen.append(request)
+        return json_response(200, {"object": "list", "data": []})
+
+
+class Redirector(LoopbackServer):
+    """A gateway that answers every request with a 307 to ``Elsewhere`` (an open redirect, a bad rewrite)."""
+
+    def __init__(self, target: Elsewhere) -> None:
+        super().__init__()
+        self.target = target
+        self.seen: list[RecordedRequest] = []
+
+    def respond(self, request: RecordedRequest) -> Response:
+        self.seen.append(request)
+        return Response(307, b"", {"Location": self.target.url + request.path})

@@ -25,14 +25,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from helpers import SECRET, config_of, provider_dict
+from helpers import SECRET, Elsewhere, Redirector, config_of, provider_dict
 from litellm.llms.custom_httpx.aiohttp_transport import LiteLLMAiohttpTransport
 from litellm.llms.openai.common_utils import BaseOpenAILLM
 
 from litellm_oauth2 import OAuth2Handler
 from litellm_oauth2.hook import OAuth2Provider
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
-from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response, json_response
+from litellm_oauth2.testing._http import RecordedRequest
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 REPLY = "Hello from upstream (client_id=test-client)"
@@ -177,31 +177,6 @@ def test_gateway_calls_go_through_the_proxy_from_the_environment(
 # -- redirects -----------------------------------------------------------------------------------
 
 
-class _Elsewhere(LoopbackServer):
-    """Another host: records whatever reaches it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[RecordedRequest] = []
-
-    def respond(self, request: RecordedRequest) -> Response:
-        self.seen.append(request)
-        return json_response(200, {"object": "list", "data": []})
-
-
-class _Redirector(LoopbackServer):
-    """A gateway that answers every request with a 307 to ``_Elsewhere``."""
-
-    def __init__(self, target: _Elsewhere) -> None:
-        super().__init__()
-        self.target = target
-        self.seen: list[RecordedRequest] = []
-
-    def respond(self, request: RecordedRequest) -> Response:
-        self.seen.append(request)
-        return Response(307, b"", {"Location": self.target.url + request.path})
-
-
 @pytest.mark.parametrize(
     ("path", "transport"),
     [
@@ -219,8 +194,8 @@ def test_a_gateway_redirect_is_not_followed(
 ) -> None:
     _use_transport(monkeypatch, transport)
     with (
-        _Elsewhere() as elsewhere,
-        _Redirector(elsewhere) as redirector,
+        Elsewhere() as elsewhere,
+        Redirector(elsewhere) as redirector,
         _handler(tokens, redirector.url + "/v1"),
     ):
         with pytest.raises(Exception, match="Error code: 307"):  # LiteLLM maps it per call path

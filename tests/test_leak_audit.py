@@ -35,7 +35,7 @@ from urllib.parse import quote, quote_plus
 
 import litellm
 import pytest
-from helpers import rsa_key_pair
+from helpers import Elsewhere, Redirector, rsa_key_pair
 from litellm.integrations.custom_logger import CustomLogger
 from test_proxy import CLIENT_ID as PROXY_CLIENT_ID
 from test_proxy import CLIENT_SECRET as PROXY_SECRET
@@ -44,8 +44,7 @@ from test_proxy import Proxy, proxy  # noqa: F401 - the proxy fixture, a subproc
 from litellm_oauth2 import OAuth2Handler
 from litellm_oauth2.cli import main as cli_main
 from litellm_oauth2.config import load_config
-from litellm_oauth2.testing import OpenAIUpstream, RecordedRequest, TokenServer
-from litellm_oauth2.testing._http import LoopbackServer, Response, json_response
+from litellm_oauth2.testing import OpenAIUpstream, TokenServer
 from litellm_oauth2.testing.token_server import MALFORM_KINDS
 
 CLIENT_SECRET = "Lk7-KNOWN-client-secret:/+%&= x"
@@ -231,29 +230,6 @@ class World:
     private_key: str
     config_path: Path
     providers: dict[str, dict[str, Any]]
-
-
-class Elsewhere(LoopbackServer):
-    """Another host: records whatever reaches it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[RecordedRequest] = []
-
-    def respond(self, request: RecordedRequest) -> Response:
-        self.seen.append(request)
-        return json_response(200, {"object": "list", "data": []})
-
-
-class Redirector(LoopbackServer):
-    """A gateway that redirects every request to ``Elsewhere`` (an open redirect, a bad rewrite)."""
-
-    def __init__(self, target: Elsewhere) -> None:
-        super().__init__()
-        self.target = target
-
-    def respond(self, request: RecordedRequest) -> Response:
-        return Response(307, b"", {"Location": self.target.url + request.path})
 
 
 def provider(token_url: str, gateway: OpenAIUpstream, **overrides: Any) -> dict[str, Any]:
