@@ -281,10 +281,12 @@ class ProviderSettings(BaseModel):
 
     @property
     def cache_key(self) -> str:
-        """Everything that changes which token the endpoint issues, hashed.
+        """Everything that changes the token request or how its token is used, hashed.
 
-        Two providers differing only in scope get different keys; two names with identical
-        settings share one. Holds no secret and no URL in clear, so it can name a Redis key.
+        Providers sharing a key share one token and one token client, so any setting of the request
+        (client authentication, TLS, timeout, retries) or of the token's use (buffer, default
+        lifetime) joins it; only provider_name, api_base, headers and allow_insecure_http (the LLM
+        request and validation) stay out. Holds no secret and no URL in clear: it names Redis keys.
         """
         identity = [
             self.token_url,
@@ -298,6 +300,15 @@ class ProviderSettings(BaseModel):
             _digest(self.refresh_token),
             _digest(self.client_secret),
             _digest(self.private_key) or self.private_key_path,
+            self.token_endpoint_auth_method,
+            self.basic_auth_encoding,
+            self.signing_algorithm,
+            self.key_id,
+            self.verify,
+            self.timeout_seconds,
+            self.retry.model_dump(),
+            self.expiry_buffer_seconds,
+            self.default_expires_in,
         ]
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
