@@ -15,6 +15,24 @@ A background refresh that fails keeps the still-valid token in service, logs a W
 tried again after a backoff (1 s doubling to 30 s, never past the hard limit). A fetch that a
 caller had to wait for and that failed is remembered for ``NEGATIVE_CACHE_SECONDS``: callers in
 that window get the same error at once instead of hammering an identity provider that is down.
+
+Load on the identity provider stays bounded, per token identity and process, whatever the
+identity provider or the gateway says:
+
+* a lifetime under ``MIN_TOKEN_LIFETIME_SECONDS`` (1 s; ``expires_in: 1e-6``) is used as if it were
+  1 s, with no buffer: refreshed after 0.75 s, never handed out after 1 s; one WARNING per identity.
+  At most about one token request per 0.75 s. Real identity providers issue minutes to hours, and
+  the test servers and the demo 1 to 4 s tokens, which the floor leaves untouched.
+* ``invalidate(provider, token)`` (a 401 from the gateway) drops a token at most once per
+  ``REFETCH_AFTER_401_SECONDS`` (5 s): a gateway refusing every token costs one token request
+  per 5 s, not one per call. An ``invalidate`` without a token (the user's own call) always drops.
+
+Only ``Exception``s are shared with waiting callers or remembered. A ``KeyboardInterrupt`` or
+``SystemExit`` raised during a fetch stays in the thread it hit; the callers waiting on that fetch
+start another one. No wait is unbounded: a caller waits for a fetch at most twice its longest
+possible duration (``max_fetch_seconds``: every attempt timing out, every retry delay at its cap)
+plus ``STORE_SLACK_SECONDS``, then gets an ``OAuth2AuthenticationError``. A forked child starts
+with no fetch in flight, new locks and new HTTP connections, keeping the tokens it inherited.
 """
 
 from __future__ import annotations
@@ -27,11 +45,15 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from ._fork import reset_in_forked_child
 from .client import Token, TokenClient
 from .config import OAuth2Config, ProviderSettings, RedisCacheSettings, unknown_provider
-from .errors import OAuth2ConfigurationError, OAuth2Error
+from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
+
+if TYPE_CHECKING:
+    from .redis_store import RedisTokenStore
 
 logger = logging.getLogger("litellm_oauth2")
 
@@ -40,6 +62,15 @@ _monotonic = time.monotonic  # bound once: the hot path reads the clock on every
 NEGATIVE_CACHE_SECONDS = 1.0
 REFRESH_BACKOFF_INITIAL = 1.0
 REFRESH_BACKOFF_MAX = 30.0
+MIN_TOKEN_LIFETIME_SECONDS = 1.0
+REFETCH_AFTER_401_SECONDS = 5.0
+STORE_SLACK_SECONDS = 5.0
+
+
+def max_fetch_seconds(settings: ProviderSettings) -> float:
+    """The longest one ``TokenClient.fetch`` can take: every attempt timing out, every delay at its cap."""
+    retry = settings.retry
+    return settings.timeout_seconds * (retry.attempts + 1) + retry.attempts * retry.max_delay + 1.0
 
 
 class TokenStore(Protocol):
@@ -65,6 +96,11 @@ class InMemoryTokenStore:
         self._tokens: dict[str, Token] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        reset_in_forked_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._locks = {}
+        self._guard = threading.Lock()
 
     def get(self, key: str, settings: ProviderSettings) -> Token | None:
         return self._tokens.get(key)
@@ -80,16 +116,21 @@ class InMemoryTokenStore:
 
     @contextmanager
     def lock(self, key: str, settings: ProviderSettings) -> Iterator[None]:
+        """Exclusive for ``key``, except towards a holder that took longer than any fetch can."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        held = lock.acquire(timeout=max_fetch_seconds(settings))
+        try:
             yield
+        finally:
+            if held:
+                lock.release()
 
 
 PROCESS_STORE = InMemoryTokenStore()
 
 
-def _redis_store(settings: RedisCacheSettings) -> TokenStore:
+def _redis_store(settings: RedisCacheSettings) -> RedisTokenStore:
     """A ``RedisTokenStore``; imported only here, so the default in-memory cache never loads ``redis``."""
     try:
         from .redis_store import RedisTokenStore
@@ -113,6 +154,9 @@ class Lifecycle:
     @classmethod
     def of(cls, token: Token, expiry_buffer_seconds: float) -> Lifecycle:
         obtained_at = token.expires_at - token.lifetime
+        if token.lifetime < MIN_TOKEN_LIFETIME_SECONDS:
+            floor = MIN_TOKEN_LIFETIME_SECONDS
+            return cls(refresh_at=obtained_at + 0.75 * floor, usable_until=obtained_at + floor)
         buffer = min(expiry_buffer_seconds, token.lifetime / 4)
         usable_until = token.expires_at - buffer
         usable = usable_until - obtained_at
@@ -162,10 +206,26 @@ class _Slot:
         self._by_provider = by_provider
         self.lock = threading.Lock()
         self.flight: Future[_Cached] | None = None
-        self.failure: tuple[BaseException, float] | None = None
+        self.failure: tuple[Exception, float] | None = None
         self.next_background_at = 0.0
         self.background_failures = 0
+        self.invalidated_at = float("-inf")
+        self.hold_logged_at = float("-inf")
+        self.short_lifetime_logged = False
         self.stats = CacheStats()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's fetch and the threads holding ``lock`` do not exist."""
+        self.lock = threading.Lock()
+        self.flight = None
+        self.failure = None
+        self.next_background_at = 0.0
+        self.background_failures = 0
+
+    def land(self, flight: Future[_Cached]) -> None:
+        """``flight`` has ended (called under ``lock``); a newer one, after a fork or a give-up, stays."""
+        if self.flight is flight:
+            self.flight = None
 
     def publish(self, cached: _Cached | None) -> None:
         """Replace the cached token, also in the hot path's per-provider view (called under ``lock``)."""
@@ -187,8 +247,10 @@ class TokenCache:
         store: TokenStore | None = None,
         clients: Mapping[str, TokenClient] | None = None,
     ) -> None:
+        # Closed by close(): only a store this cache opened, never the caller's or PROCESS_STORE.
+        self._opened_store: RedisTokenStore | None = None
         if store is None and isinstance(config.cache, RedisCacheSettings):
-            store = _redis_store(config.cache)
+            store = self._opened_store = _redis_store(config.cache)
         self._store: TokenStore = store if store is not None else PROCESS_STORE
         # What the hot path reads: provider name -> its cached token, whichever slot it shares.
         self._fresh: dict[str, _Cached] = {}
@@ -201,6 +263,11 @@ class TokenCache:
                 by_key[key] = _Slot(key, settings, client, self._fresh)
             by_key[key].providers.append(name)
             self._slots[name] = by_key[key]
+        reset_in_forked_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        for slot in set(self._slots.values()):
+            slot.after_fork()
 
     def __repr__(self) -> str:
         return f"TokenCache(providers={sorted(self._slots)!r})"
@@ -231,33 +298,74 @@ class TokenCache:
         """The full ``Token`` (scope, expiry) for ``provider``; same caching as ``get_token``."""
         return self._slow_get(provider).token
 
-    def invalidate(self, provider: str, token: str | None = None) -> None:
-        """Drop the cached token, but only if it is still ``token`` (a burst of 401s refetches once)."""
+    def invalidate(self, provider: str, token: str | None = None) -> bool:
+        """Drop the cached token, but only if it is still ``token`` (a burst of 401s refetches once).
+
+        With ``token`` (the gateway refused it), at most once per ``REFETCH_AFTER_401_SECONDS``:
+        a gateway refusing every token must not turn each call into a token request. Returns
+        whether the token was dropped, so a caller knows whether retrying can help.
+        """
         slot = self._slot(provider)
         with slot.lock:
             if slot.cached is None or token not in (None, slot.cached.access_token):
-                return
-            slot.publish(None)
-            slot.failure = None
+                return False
+            now = time.monotonic()
+            if token is not None and now - slot.invalidated_at < REFETCH_AFTER_401_SECONDS:
+                first_hold = slot.hold_logged_at < slot.invalidated_at
+                slot.hold_logged_at = now
+            else:
+                first_hold = None
+                slot.invalidated_at = now
+                slot.publish(None)
+                slot.failure = None
+        if first_hold is not None:
+            if first_hold:
+                logger.warning(
+                    "provider %s: the gateway refused a token requested after a refusal %.1f s ago; "
+                    "keeping it, no new token request for %g s after a refusal",
+                    provider,
+                    now - slot.invalidated_at,
+                    REFETCH_AFTER_401_SECONDS,
+                )
+            return False
         # Outside the slot lock, which asyncio callers take on their event loop thread.
         self._store.delete(slot.key, token, slot.settings)
         logger.info("provider %s: cached token invalidated", provider)
+        return True
 
     def stats(self, provider: str) -> CacheStats:
         return self._slot(provider).stats
 
     def close(self) -> None:
+        """Close the token clients' connections, and the Redis store if this cache opened it."""
         for slot in set(self._slots.values()):
             slot.client.close()
+        if self._opened_store is not None:
+            self._opened_store.close()
 
     async def _aget(self, provider: str) -> _Cached:
         cached = self._fresh.get(provider)
         if cached is not None and _monotonic() < cached.refresh_at:
             return cached
-        ready = self._usable_or_flight(self._slot(provider), wait_ok=True)
+        slot = self._slot(provider)
+        try:
+            try:
+                return await self._await(slot, self._usable_or_flight(slot, wait_ok=True))
+            except _Interrupted:  # in the fetching thread only: this caller tries once more
+                return await self._await(slot, self._usable_or_flight(slot, wait_ok=True))
+        except OAuth2Error as exc:
+            if exc.provider in (None, provider):
+                raise
+            raise _as_seen_by(exc, provider) from None
+
+    async def _await(self, slot: _Slot, ready: _Cached | Future[_Cached]) -> _Cached:
+        """The flight's token; cancelling this caller never cancels the flight others wait for."""
         if isinstance(ready, _Cached):
             return ready
-        return await asyncio.wrap_future(ready)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(ready), _flight_wait_seconds(slot.settings))
+        except TimeoutError:
+            raise self._give_up(slot, ready) from None
 
     # -- slow path -------------------------------------------------------------------------------
 
@@ -269,10 +377,34 @@ class TokenCache:
 
     def _slow_get(self, provider: str) -> _Cached:
         slot = self._slot(provider)
-        ready = self._usable_or_flight(slot, wait_ok=False)
+        try:
+            try:
+                return self._wait(slot, self._usable_or_flight(slot, wait_ok=False))
+            except _Interrupted:  # in the fetching thread only: this caller tries once more
+                return self._wait(slot, self._usable_or_flight(slot, wait_ok=False))
+        except OAuth2Error as exc:
+            if exc.provider in (None, provider):
+                raise
+            raise _as_seen_by(exc, provider) from None
+
+    def _wait(self, slot: _Slot, ready: _Cached | Future[_Cached]) -> _Cached:
         if isinstance(ready, _Cached):
             return ready
-        return ready.result()
+        try:
+            return ready.result(timeout=_flight_wait_seconds(slot.settings))
+        except TimeoutError:
+            raise self._give_up(slot, ready) from None
+
+    def _give_up(self, slot: _Slot, flight: Future[_Cached]) -> OAuth2AuthenticationError:
+        """A flight outlived any fetch: forget it, so the next call starts a new one."""
+        with slot.lock:
+            slot.land(flight)
+        name = slot.settings.provider_name
+        return OAuth2AuthenticationError(
+            f"provider '{name}': no token after waiting {_flight_wait_seconds(slot.settings):.0f} s "
+            "for the token request in progress, longer than it can take; the next call requests a new one",
+            provider=name,
+        )
 
     def _usable_or_flight(self, slot: _Slot, *, wait_ok: bool) -> _Cached | Future[_Cached]:
         """A token to use now, or the future of the one fetch every waiting caller shares.
@@ -309,7 +441,7 @@ class TokenCache:
             slot.stats.waits += 1
             flight = slot.flight
             if flight is None:
-                flight = slot.flight = Future()
+                flight = slot.flight = _new_flight()
                 if wait_ok:
                     self._spawn(slot, flight, background=False)
                 else:
@@ -323,36 +455,57 @@ class TokenCache:
         if slot.flight is not None or now < slot.next_background_at:
             return
         slot.stats.background_refreshes += 1
-        slot.flight = Future()
+        slot.flight = _new_flight()
         self._spawn(slot, slot.flight, background=True)
 
     def _spawn(self, slot: _Slot, flight: Future[_Cached], *, background: bool) -> None:
+        """Run ``flight`` in a new thread (called under the slot lock).
+
+        A thread that cannot start (a pids limit) fails this flight only: nothing is remembered,
+        the next call (or, for a refresh, the next try after the backoff) starts another.
+        """
+        name = slot.settings.provider_name
         # A daemon thread per fetch (a few per token lifetime): it never delays interpreter exit.
         thread = threading.Thread(
             target=self._run_flight,
             args=(slot, flight, background),
-            name=f"litellm-oauth2-fetch-{slot.settings.provider_name}",
+            name=f"litellm-oauth2-fetch-{name}",
             daemon=True,
         )
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            slot.land(flight)
+            error = OAuth2AuthenticationError(
+                f"provider '{name}': cannot start a thread to request the token ({exc}); try again",
+                exc,
+                name,
+            )
+            if background:
+                self._schedule_background_retry(slot, error)
+            flight.set_exception(error)
 
     def _run_flight(self, slot: _Slot, flight: Future[_Cached], background: bool) -> None:
         try:
             cached = self._fetch(slot)
-        except BaseException as exc:
+        except Exception as exc:
             with slot.lock:
-                slot.flight = None
+                slot.land(flight)
                 slot.stats.fetch_failures += 1
                 if background:
                     self._schedule_background_retry(slot, exc)
                 else:
                     slot.failure = (exc, time.monotonic() + NEGATIVE_CACHE_SECONDS)
             flight.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException as exc:
+            # Ctrl-C or SystemExit belongs to this thread: nothing is remembered, waiters retry.
+            with slot.lock:
+                slot.land(flight)
+            flight.set_exception(_Interrupted(slot.settings.provider_name, exc))
+            raise
         with slot.lock:
-            slot.flight = None
+            slot.land(flight)
             slot.publish(cached)
             slot.failure = None
             slot.background_failures = 0
@@ -390,4 +543,52 @@ class TokenCache:
             slot.stats.fetches += 1
             token = slot.client.fetch()
             self._store.set(slot.key, token, settings)
+        if token.lifetime < MIN_TOKEN_LIFETIME_SECONDS and not slot.short_lifetime_logged:
+            slot.short_lifetime_logged = True
+            logger.warning(
+                "provider %s: the token endpoint granted a lifetime of %.3g s, shorter than %g s; "
+                "using each token for %g s to bound the token requests",
+                settings.provider_name,
+                token.lifetime,
+                MIN_TOKEN_LIFETIME_SECONDS,
+                MIN_TOKEN_LIFETIME_SECONDS,
+            )
         return _Cached(token, Lifecycle.of(token, buffer))
+
+
+class _Interrupted(OAuth2AuthenticationError):
+    """The fetch a caller waited for ended by a ``BaseException`` in its own thread."""
+
+    def __init__(self, provider: str, cause: BaseException) -> None:
+        super().__init__(
+            f"provider '{provider}': the token request was interrupted ({type(cause).__name__}) "
+            "in the thread making it; try again",
+            provider=provider,
+        )
+
+
+def _new_flight() -> Future[_Cached]:
+    """A shared fetch, already running: a waiter's cancellation can then never cancel it for the others."""
+    flight: Future[_Cached] = Future()
+    flight.set_running_or_notify_cancel()
+    return flight
+
+
+def _flight_wait_seconds(settings: ProviderSettings) -> float:
+    """How long a caller waits for a flight: the store's lock wait and the fetch, each at their longest."""
+    return 2 * max_fetch_seconds(settings) + STORE_SLACK_SECONDS
+
+
+def _as_seen_by(exc: OAuth2Error, provider: str) -> OAuth2Error:
+    """``exc`` naming ``provider``: providers sharing one token identity share its failures too."""
+    message = f"provider '{provider}': " + exc.message.removeprefix(f"provider '{exc.provider}': ")
+    if isinstance(exc, OAuth2AuthenticationError):
+        return OAuth2AuthenticationError(
+            message,
+            exc.original_error,
+            provider,
+            http_status=exc.http_status,
+            error=exc.error,
+            error_description=exc.error_description,
+        )
+    return type(exc)(message, exc.original_error, provider)

@@ -31,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 
+from ._fork import reset_in_forked_child
 from .config import ProviderSettings
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
 
@@ -102,6 +103,7 @@ class TokenClient:
 
     def __init__(self, settings: ProviderSettings, *, session: requests.Session | None = None) -> None:
         self.settings = settings
+        self._own_session = session is None
         self._session = session or _session_with_deadlines()
         self._proxies, self._verify = _environment_settings(settings.token_url, settings.verify)
         self._host = urlsplit(settings.token_url).netloc
@@ -110,6 +112,13 @@ class TokenClient:
         self._signing_key: Any = None
         if settings.token_endpoint_auth_method == "private_key_jwt":
             self._signing_key = _load_signing_key(settings)
+        reset_in_forked_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child gets its own connections: sharing a keep-alive one mixes up responses."""
+        if self._own_session:
+            self._session = _session_with_deadlines()
+        self._refresh_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TokenClient(provider={self.settings.provider_name!r}, token_url_host={self._host!r})"

@@ -61,7 +61,8 @@ from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .cache import Lifecycle
+from ._fork import reset_in_forked_child
+from .cache import Lifecycle, max_fetch_seconds
 from .client import Token
 from .config import ProviderSettings, RedisCacheSettings
 from .errors import OAuth2ConfigurationError
@@ -161,32 +162,43 @@ class RedisTokenStore:
         self.retry_interval = retry_interval
         self.lock_lease_seconds = lock_lease_seconds
         self.lease_ms = max(1, math.ceil(lock_lease_seconds * 1000))
-        url = settings.url.get_secret_value()
-        self._where = _describe(url)
+        self._url = settings.url
+        self._socket_timeout = socket_timeout
+        self._where = _describe(settings.url.get_secret_value())
         try:
-            # No client-side retries: a failure falls back at once, the outage pause does the rest.
-            # Typed Any: redis-py's annotations differ between 5.x and 8.x (sync/async result unions);
-            # every value read back is checked where it is used.
-            self._client: Any = redis.Redis.from_url(
-                url,
-                socket_connect_timeout=socket_timeout,
-                socket_timeout=socket_timeout,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
+            self._connect()
         except (ValueError, TypeError) as exc:
             raise OAuth2ConfigurationError(
                 f"cache: field 'url' is not a usable Redis URL ({type(exc).__name__}); "
                 "expected redis://[user:password@]host:port/db, rediss://... or unix:///path"
             ) from None
-        self._release_script = self._client.register_script(_RELEASE)
-        self._renew_script = self._client.register_script(_RENEW)
-        self._delete_script = self._client.register_script(_DELETE_IF)
         self._guard = threading.Lock()
         self._local_locks: dict[str, threading.Lock] = {}
         self._aead: dict[str, AESGCM] = {}
         self._down_until = 0.0
         self._outage = False
+        reset_in_forked_child(self)
+
+    def _connect(self) -> None:
+        # No client-side retries: a failure falls back at once, the outage pause does the rest.
+        # Typed Any: redis-py's annotations differ between 5.x and 8.x (sync/async result unions);
+        # every value read back is checked where it is used.
+        self._client: Any = redis.Redis.from_url(
+            self._url.get_secret_value(),
+            socket_connect_timeout=self._socket_timeout,
+            socket_timeout=self._socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._release_script = self._client.register_script(_RELEASE)
+        self._renew_script = self._client.register_script(_RENEW)
+        self._delete_script = self._client.register_script(_DELETE_IF)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child: the parent's connections are not its own, and its lock holders are gone."""
+        self._connect()
+        self._guard = threading.Lock()
+        self._local_locks = {}
 
     def __repr__(self) -> str:
         return (
@@ -260,7 +272,7 @@ class RedisTokenStore:
     def _acquire(self, keys: _Keys, settings: ProviderSettings) -> _Lease | None:
         owner = secrets.token_hex(16)
         started = time.monotonic()
-        deadline = started + max_fetch_seconds(settings)
+        deadline = started + min(max_fetch_seconds(settings), MAX_LOCK_WAIT_SECONDS)
         delay = POLL_INITIAL_SECONDS
         seen: object = _UNSET
         while True:
@@ -385,13 +397,6 @@ class RedisTokenStore:
             )
             aead = self._aead[key] = AESGCM(derived)
         return aead
-
-
-def max_fetch_seconds(settings: ProviderSettings) -> float:
-    """The longest one ``TokenClient.fetch`` can take: every attempt timing out, every delay at its cap."""
-    retry = settings.retry
-    total = settings.timeout_seconds * (retry.attempts + 1) + retry.attempts * retry.max_delay + 1.0
-    return min(total, MAX_LOCK_WAIT_SECONDS)
 
 
 def _token_from(data: object) -> Token | None:
