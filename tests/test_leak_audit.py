@@ -42,6 +42,7 @@ from test_proxy import CLIENT_SECRET as PROXY_SECRET
 from test_proxy import Proxy, proxy  # noqa: F401 - the proxy fixture, a subprocess started per module
 
 from litellm_oauth2 import OAuth2Handler
+from litellm_oauth2.cache import REFETCH_AFTER_401_SECONDS
 from litellm_oauth2.cli import main as cli_main
 from litellm_oauth2.config import load_config
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
@@ -664,11 +665,13 @@ def proxy_phase(running: Proxy, found: Evidence) -> dict[str, str]:
     }
     running.upstream.fail_next(1, 401)
     statuses["401 recovered"] = post("401 recovered", "/v1/chat/completions", chat)
+    time.sleep(REFETCH_AFTER_401_SECONDS)  # a 401 sooner after the last one keeps the token
     before = running.tokens.token_requests
     running.upstream.fail_next(1, 401)
     running.tokens.fail_next(1, status=503)  # the new token takes one retry
     statuses["token retry"] = post("token retry", "/v1/chat/completions", chat)
     retried = running.tokens.token_requests - before
+    time.sleep(REFETCH_AFTER_401_SECONDS)
     before = running.tokens.token_requests
     running.upstream.fail_next(1, 401)
     running.tokens.fail_next(1, status=401, error="invalid_client", error_description=f"echo {PROXY_SECRET}")
