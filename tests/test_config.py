@@ -637,6 +637,9 @@ def test_cache_key_shared_by_identical_settings_under_two_names() -> None:
         {"resource": "https://llm.example.com"},
         {"extra_token_params": {"tenant": "a"}},
         {"refresh_token": REFRESH},
+        # One token client serves every provider of a key: how the request is made joins it too.
+        {"timeout_seconds": 30},
+        {"retry": {"attempts": 1}},
     ],
 )
 def test_cache_key_changes_with_what_changes_the_token(change: dict[str, Any]) -> None:
@@ -644,7 +647,7 @@ def test_cache_key_changes_with_what_changes_the_token(change: dict[str, Any]) -
 
 
 @pytest.mark.parametrize(
-    "change", [{"api_base": "https://gw.example.com/v1"}, {"timeout_seconds": 30}, {"retry": {"attempts": 1}}]
+    "change", [{"api_base": "https://gw.example.com/v1"}, {"headers": {"X-Tenant": "a"}}]
 )
 def test_cache_key_ignores_what_does_not_change_the_token(change: dict[str, Any]) -> None:
     assert provider_of(**change).cache_key == provider_of().cache_key
