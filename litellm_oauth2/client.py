@@ -351,14 +351,18 @@ class TokenClient:
         )
 
     def _lifetime(self, expires_in: object, access_token: str, now_wall: float) -> float:
+        """``expires_in``, bounded by the access token's own ``exp`` when it is a JWT: a gateway that
+        verifies the JWT refuses it at ``exp`` whatever ``expires_in`` said."""
+        bound = jwt_lifetime(access_token, now_wall)
+        if bound is not None and bound <= 0:
+            raise self._invalid("the access_token is a JWT that has already expired")
         if expires_in is None:
-            exp = jwt_expiry(access_token)
-            if exp is None:
-                return self.settings.default_expires_in
-            lifetime = exp - now_wall
-            if lifetime <= 0:
-                raise self._invalid("the access_token is a JWT that has already expired")
-            return min(lifetime, MAX_LIFETIME_SECONDS)
+            granted = self.settings.default_expires_in if bound is None else MAX_LIFETIME_SECONDS
+        else:
+            granted = self._expires_in(expires_in)
+        return min(granted, MAX_LIFETIME_SECONDS if bound is None else bound, MAX_LIFETIME_SECONDS)
+
+    def _expires_in(self, expires_in: object) -> float:
         if isinstance(expires_in, bool):
             raise self._invalid("expires_in is not a number")
         if isinstance(expires_in, int):  # exact, and maybe too large for a float
@@ -370,7 +374,7 @@ class TokenClient:
                 raise self._invalid("expires_in is not a number") from None
         if not isinstance(expires_in, int | float) or not math.isfinite(expires_in) or expires_in <= 0:
             raise self._invalid("expires_in must be a positive number of seconds")
-        return min(float(expires_in), MAX_LIFETIME_SECONDS)
+        return float(expires_in)
 
     # -- errors and retry policy ---------------------------------------------------------------
 
@@ -566,8 +570,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying (only to schedule a refresh); None otherwise."""
+def jwt_lifetime(token: str, now_wall: float) -> float | None:
+    """Seconds a JWT access token lasts from now by its own claims (read unverified, only to
+    schedule a refresh); None when it is no JWT or has no usable ``exp``.
+
+    With ``iat``, ``exp - iat`` on the issuer's clock, so a skewed clock here neither stretches
+    nor voids it; a whole-second ``iat`` may be up to a second before the token was issued, so
+    that second is taken off. Without ``iat``, ``exp`` less this machine's wall clock.
+    """
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -576,11 +586,22 @@ def jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(payload))
     except (binascii.Error, ValueError, RecursionError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    if not isinstance(claims, dict):
+        return None
+    exp, iat = _numeric_date(claims.get("exp")), _numeric_date(claims.get("iat"))
+    if exp is None:
+        return None
+    if iat is None:
+        return exp - now_wall
+    return exp - iat - (1.0 if iat.is_integer() else 0.0)
+
+
+def _numeric_date(value: object) -> float | None:
+    """An RFC 7519 NumericDate claim as a finite float, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        seconds = float(exp)
+        seconds = float(value)
     except OverflowError:  # an int beyond any float
         return None
     return seconds if math.isfinite(seconds) else None
