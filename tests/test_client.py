@@ -359,6 +359,72 @@ def test_redirects_are_refused_and_not_followed(server: TokenServer) -> None:
     assert server.token_requests == 1
 
 
+def test_a_same_host_redirect_names_the_url_to_configure(server: TokenServer) -> None:
+    """django-oauth-toolkit (Django's APPEND_SLASH) answers a token_url without its trailing slash
+    with a relative 301: the message says where, not "an unknown host"."""
+    server.redirect_next(1, location="/token/?next=" + quote(SECRET, safe=""), status=301)
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    message = str(info.value)
+    assert "HTTP 301" in message and "unknown host" not in message
+    assert f"set token_url to {server.url}/token/" in message and "trailing slash" in message
+    assert SECRET not in message and quote(SECRET, safe="") not in message and "next=" not in message
+    assert server.token_requests == 1
+
+
+def test_a_same_host_redirect_elsewhere_shows_the_path_without_the_slash_hint(server: TokenServer) -> None:
+    server.redirect_next(1, location=f"{server.url}/oauth2/v2/token", status=308)
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    message = str(info.value)
+    assert f"set token_url to {server.url}/oauth2/v2/token" in message
+    assert "trailing slash" not in message
+
+
+BASIC_HINT = 'basic_auth_encoding: "raw"'
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("body", [b"", b"<html>Forbidden</html>"], ids=["empty", "html"])
+def test_a_401_or_403_without_an_error_code_gets_the_invalid_client_hint(
+    server: TokenServer, status: int, body: bytes
+) -> None:
+    server.replay_next(ReplayResponse(status=status, reason="No", body=body))
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    message = str(info.value)
+    assert f"HTTP {status}" in message
+    assert "check client_id, client_secret and token_endpoint_auth_method" in message
+    assert BASIC_HINT in message, "SECRET holds characters form-encoding changes"
+    assert SECRET not in message and quote(SECRET, safe="") not in message
+    assert server.token_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "raw_hint"),
+    [
+        ({}, True),
+        ({"client_secret": "plain-secret-123"}, False),
+        ({"client_id": "app@example.com", "client_secret": "plain-secret-123"}, True),
+        ({"token_endpoint_auth_method": "client_secret_post"}, False),
+        ({"basic_auth_encoding": "raw"}, False),
+    ],
+    ids=["basic-special", "basic-plain", "basic-special-id", "post", "already-raw"],
+)
+def test_the_basic_encoding_hint_appears_only_when_encoding_changed_the_credentials(
+    server: TokenServer, overrides: dict[str, str], raw_hint: bool
+) -> None:
+    server.replay_next(ReplayResponse(status=401, reason="Unauthorized", body=b""))
+    server.fail_next(1, status=401, error="invalid_client")
+    for _ in range(2):  # the empty 401, then an RFC 6749 invalid_client
+        with pytest.raises(OAuth2AuthenticationError) as info:
+            fetch(server, **overrides)
+        message = str(info.value)
+        assert "check client_id" in message
+        assert (BASIC_HINT in message) is raw_hint, message
+        assert SECRET not in message
+
+
 def test_afetch_does_not_block_the_event_loop(server: TokenServer) -> None:
     server.delay_next(1, 0.3)
     client = TokenClient(provider(server.token_url))
