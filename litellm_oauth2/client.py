@@ -23,7 +23,7 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
 
 import requests
 from pydantic import SecretStr
@@ -207,21 +207,35 @@ class TokenClient:
             with response:
                 body = self._read_body(response, deadline)
         if 300 <= response.status_code < 400:
-            try:  # the host only: no userinfo, and a Location that does not parse is no crash
-                netloc = urlsplit(response.headers.get("Location", "")).netloc.rpartition("@")[2]
-            except ValueError:
-                netloc = ""
-            location = self._shown(netloc) or "an unknown host"
-            raise self._failure(
-                f"token endpoint {self._host} answered HTTP {response.status_code} "
-                f"redirecting to {location}; "
-                "redirects are not followed so credentials stay on the configured host: fix token_url",
-                retryable=False,
-                http_status=response.status_code,
-            )
+            raise self._redirected(response.status_code, response.headers.get("Location", ""))
         if response.status_code != 200:
             raise self._error_response(response, body)
         return self._parse_token(body, sent_at, sent_at_wall)
+
+    def _redirected(self, status: int, location: str) -> _TokenRequestFailed:
+        """A redirect is refused; the message names where it pointed: another host by name only,
+        this host by the URL to configure instead (never userinfo, query or fragment)."""
+        where, fix = "an unknown host", "fix token_url"
+        try:  # a Location that does not parse is no crash
+            target = urlsplit(urljoin(self.settings.token_url, location)) if location.strip() else None
+        except ValueError:
+            target = None
+        if target is not None and target.netloc:
+            host = target.netloc.rpartition("@")[2]
+            if host.lower() == self._host.rpartition("@")[2].lower():
+                path = self._shown(target.path) or "/"
+                where = f"{path} on the same host"
+                fix = f"set token_url to {target.scheme}://{host}{path}"
+                if target.path == urlsplit(self.settings.token_url).path + "/":
+                    fix += " (add the trailing slash)"
+            else:
+                where = self._shown(host) or where
+        return self._failure(
+            f"token endpoint {self._host} answered HTTP {status} redirecting to {where}; "
+            f"redirects are not followed so credentials stay on the configured host: {fix}",
+            retryable=False,
+            http_status=status,
+        )
 
     def _request_parts(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
         """The form parameters and headers of one token request; each parameter appears once."""
@@ -305,12 +319,14 @@ class TokenClient:
         detail = f": {error}" if error else ""
         if description:
             detail += f" ({description})"
-        hint = {
-            "invalid_client": "; check client_id, client_secret and token_endpoint_auth_method",
-            "invalid_scope": "; check the provider's scope",
-            "invalid_grant": "; the refresh_token or assertion was refused",
-            "unauthorized_client": "; this client may not use this grant type",
-        }.get(error or "", "")
+        if error == "invalid_client" or (error is None and status in (401, 403)):
+            hint = self._client_hint()
+        else:
+            hint = {
+                "invalid_scope": "; check the provider's scope",
+                "invalid_grant": "; the refresh_token or assertion was refused",
+                "unauthorized_client": "; this client may not use this grant type",
+            }.get(error or "", "")
         retryable = status in RETRYABLE_STATUS or error in RETRYABLE_ERRORS
         return self._failure(
             f"token endpoint {self._host} answered HTTP {status}{detail}{hint}",
@@ -319,6 +335,28 @@ class TokenClient:
             http_status=status,
             error=error,
             error_description=description,
+        )
+
+    def _client_hint(self) -> str:
+        """What to check when the endpoint refused the client's credentials (field names only)."""
+        s = self.settings
+        if s.token_endpoint_auth_method == "private_key_jwt":
+            return (
+                "; check client_id, the private key, key_id, signing_algorithm and token_endpoint_auth_method"
+            )
+        hint = "; check client_id, client_secret and token_endpoint_auth_method"
+        secret = s.client_secret.get_secret_value() if s.client_secret else ""
+        encoded = (quote(s.client_id, safe=""), quote(secret, safe=""))
+        if s.token_endpoint_auth_method != "client_secret_basic" or encoded == (s.client_id, secret):
+            return hint
+        if s.basic_auth_encoding == "raw":
+            return hint + (
+                '; basic_auth_encoding is "raw": a server following RFC 6749 expects them form-encoded '
+                "(remove the setting)"
+            )
+        return hint + (
+            "; Basic authentication form-encodes client_id and client_secret (RFC 6749), which changes "
+            'these: if the server expects them as they are, set basic_auth_encoding: "raw"'
         )
 
     def _parse_token(self, body: bytes, sent_at: float, sent_at_wall: float) -> Token:
@@ -360,14 +398,18 @@ class TokenClient:
         )
 
     def _lifetime(self, expires_in: object, access_token: str, now_wall: float) -> float:
+        """``expires_in``, bounded by the access token's own ``exp`` when it is a JWT: a gateway that
+        verifies the JWT refuses it at ``exp`` whatever ``expires_in`` said."""
+        bound = jwt_lifetime(access_token, now_wall)
+        if bound is not None and bound <= 0:
+            raise self._invalid("the access_token is a JWT that has already expired")
         if expires_in is None:
-            exp = jwt_expiry(access_token)
-            if exp is None:
-                return self.settings.default_expires_in
-            lifetime = exp - now_wall
-            if lifetime <= 0:
-                raise self._invalid("the access_token is a JWT that has already expired")
-            return min(lifetime, MAX_LIFETIME_SECONDS)
+            granted = self.settings.default_expires_in if bound is None else MAX_LIFETIME_SECONDS
+        else:
+            granted = self._expires_in(expires_in)
+        return min(granted, MAX_LIFETIME_SECONDS if bound is None else bound, MAX_LIFETIME_SECONDS)
+
+    def _expires_in(self, expires_in: object) -> float:
         if isinstance(expires_in, bool):
             raise self._invalid("expires_in is not a number")
         if isinstance(expires_in, int):  # exact, and maybe too large for a float
@@ -379,7 +421,7 @@ class TokenClient:
                 raise self._invalid("expires_in is not a number") from None
         if not isinstance(expires_in, int | float) or not math.isfinite(expires_in) or expires_in <= 0:
             raise self._invalid("expires_in must be a positive number of seconds")
-        return min(float(expires_in), MAX_LIFETIME_SECONDS)
+        return float(expires_in)
 
     # -- errors and retry policy ---------------------------------------------------------------
 
@@ -575,8 +617,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying (only to schedule a refresh); None otherwise."""
+def jwt_lifetime(token: str, now_wall: float) -> float | None:
+    """Seconds a JWT access token lasts from now by its own claims (read unverified, only to
+    schedule a refresh); None when it is no JWT or has no usable ``exp``.
+
+    With ``iat``, ``exp - iat`` on the issuer's clock, so a skewed clock here neither stretches
+    nor voids it; a whole-second ``iat`` may be up to a second before the token was issued, so
+    that second is taken off. Without ``iat``, ``exp`` less this machine's wall clock.
+    """
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -585,11 +633,22 @@ def jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(payload))
     except (binascii.Error, ValueError, RecursionError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    if not isinstance(claims, dict):
+        return None
+    exp, iat = _numeric_date(claims.get("exp")), _numeric_date(claims.get("iat"))
+    if exp is None:
+        return None
+    if iat is None:
+        return exp - now_wall
+    return exp - iat - (1.0 if iat.is_integer() else 0.0)
+
+
+def _numeric_date(value: object) -> float | None:
+    """An RFC 7519 NumericDate claim as a finite float, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        seconds = float(exp)
+        seconds = float(value)
     except OverflowError:  # an int beyond any float
         return None
     return seconds if math.isfinite(seconds) else None

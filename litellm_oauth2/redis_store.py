@@ -13,8 +13,9 @@ What Redis holds, per token identity (``ProviderSettings.cache_key``):
   refresh token) sealed with AES-256-GCM under ``HKDF-SHA256(client secret, or the private key PEM
   for private_key_jwt; salt = cache key; info = "litellm-oauth2 token cache v1")``, the Redis key
   as associated data so a value cannot be moved to another key. Reading Redis without holding the
-  client secret gives nothing usable. A value that does not decrypt (another secret, tampering,
-  another format) is a miss, never an error. With ``"encryption": false`` the value is the token
+  client secret gives nothing usable. A value that does not decrypt or parse (another secret,
+  tampering, another format, JSON nested past the decoder's recursion limit) is a miss, never an
+  error, logged as a WARNING at most once per ``retry_interval``. With ``"encryption": false`` the value is the token
   JSON in clear, ``{"v": 1, "token": {...}}``: anyone who can read Redis can use the tokens.
   The key's TTL is the token's usable lifetime, so stale entries vanish on their own.
 * ``<prefix>lock:<h>``: the cross-process single flight. ``SET NX PX`` with a random owner; a live
@@ -24,7 +25,8 @@ What Redis holds, per token identity (``ProviderSettings.cache_key``):
   new token; one that waited longer than the longest possible token request (timeouts, retries and
   their delays) fetches by itself rather than hang.
 
-Redis being down is not an outage: any Redis error makes the store skip Redis for
+Redis being down is not an outage: any Redis error (including a reply redis-py cannot parse, which
+it raises as a bare ``ValueError``) makes the store skip Redis for
 ``retry_interval`` seconds (a miss, a no-op write, an in-process lock), logged once as a WARNING
 per outage, then Redis is tried again and "reachable again" logged at INFO. Tokens then come from
 the in-process cache and the token endpoint, one fetch per process.
@@ -37,7 +39,6 @@ loop, so the asyncio client is not needed.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -53,7 +54,6 @@ from typing import Any, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -177,6 +177,7 @@ class RedisTokenStore:
         self._aead: dict[str, AESGCM] = {}
         self._down_until = 0.0
         self._outage = False
+        self._quiet_until = 0.0
         reset_in_forked_child(self)
 
     def _connect(self) -> None:
@@ -312,7 +313,7 @@ class RedisTokenStore:
             raise _Unavailable
         try:
             result = operation(self._client)
-        except (redis.RedisError, OSError) as exc:
+        except Exception as exc:  # a malformed reply is a bare ValueError, not a RedisError
             self._went_down(exc)
             raise _Unavailable from None
         if self._outage:
@@ -380,9 +381,25 @@ class RedisTokenStore:
             else:
                 data = document.get("token")
             return _token_from(data)
-        except (InvalidTag, ValueError, TypeError, KeyError, binascii.Error):
-            logger.debug("provider %s: unreadable shared token ignored", settings.provider_name)
+        except Exception as exc:  # whoever can write Redis chooses the value
+            self._unreadable(settings, exc)
             return None
+
+    def _unreadable(self, settings: ProviderSettings, exc: Exception) -> None:
+        """Log an unreadable value: a WARNING once per ``retry_interval``, DEBUG in between."""
+        with self._guard:
+            now = time.monotonic()
+            loud = now >= self._quiet_until
+            if loud:
+                self._quiet_until = now + self.retry_interval
+        logger.log(
+            logging.WARNING if loud else logging.DEBUG,
+            "provider %s: treating the unreadable token in Redis at %s as absent (%s; written under "
+            "another secret or format, or tampered with)",
+            settings.provider_name,
+            self._where,
+            type(exc).__name__,
+        )
 
     def _cipher(self, settings: ProviderSettings) -> AESGCM:
         key = settings.cache_key

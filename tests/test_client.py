@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -12,12 +13,14 @@ from urllib.parse import quote, quote_plus, urlsplit
 
 import jwt
 import pytest
-from helpers import SECRET, ec_key_pair, provider, rsa_key_pair
+from helpers import SECRET, config_of, ec_key_pair, provider, provider_dict, rsa_key_pair
 
-from litellm_oauth2 import OAuth2AuthenticationError, OAuth2ConfigurationError
-from litellm_oauth2.client import TokenClient, basic_authorization, jwt_expiry, parse_retry_after
+from litellm_oauth2 import OAuth2AuthenticationError, OAuth2ConfigurationError, TokenCache
+from litellm_oauth2.cache import InMemoryTokenStore
+from litellm_oauth2.client import TokenClient, basic_authorization, jwt_lifetime, parse_retry_after
 from litellm_oauth2.testing import TokenServer
 from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response
+from litellm_oauth2.testing.token_server import ReplayResponse
 
 
 @pytest.fixture
@@ -200,6 +203,67 @@ def test_expiry_counts_from_when_the_request_was_sent(server: TokenServer) -> No
     assert token.expires_at - before <= 60.05
 
 
+def claims_of(token: str) -> dict[str, object]:
+    claims: dict[str, object] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def test_a_jwt_exp_earlier_than_expires_in_bounds_the_lifetime(server: TokenServer) -> None:
+    server.token_lifetime, server.exp_lifetime = 3600, 60
+    token = TokenClient(provider(server.token_url)).fetch()
+    exp = claims_of(token.access_token.get_secret_value())["exp"]
+    assert isinstance(exp, int) and token.expires_at_wall <= exp
+    assert 58 <= token.lifetime <= 60
+
+
+def test_whole_second_iat_and_exp_never_make_a_token_outlive_its_jwt(server: TokenServer) -> None:
+    """A server writing ``iat = int(now)`` and ``exp = iat + 3`` with ``expires_in: 3`` issued the
+    token up to a second after ``iat``: counting 3 s from the request would pass ``exp``."""
+    server.token_lifetime, server.exp_lifetime = 3, 3
+    client = TokenClient(provider(server.token_url))
+    for _ in range(5):
+        token = client.fetch()
+        exp = claims_of(token.access_token.get_secret_value())["exp"]
+        assert isinstance(exp, int) and token.expires_at_wall <= exp, (token.expires_at_wall, exp)
+        assert 2 <= token.lifetime <= 3
+
+
+def test_a_cached_token_is_never_served_past_its_jwt_exp(server: TokenServer) -> None:
+    """What a JWT-verifying gateway sees: after an idle spell past ``exp``, the next call gets a
+    token the server still accepts, not the one ``expires_in`` would still call fresh."""
+    server.token_lifetime, server.exp_lifetime = 60, 3
+    cache = TokenCache(config_of({"idp": provider_dict(server.token_url)}), store=InMemoryTokenStore())
+    first = cache.get_token("idp")
+    exp = claims_of(first)["exp"]
+    assert isinstance(exp, int)
+    time.sleep(max(0.0, exp - time.time()) + 0.2)
+    served = cache.get_token("idp")
+    assert server.verify_access_token(served) is not None, "served a token past its exp"
+    assert server.token_requests == 2
+
+
+def replay_jwt(server: TokenServer, claims: dict[str, object], expires_in: float) -> None:
+    token = jwt.encode(claims, "k" * 32, algorithm="HS256")
+    body = json.dumps({"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
+    server.replay_next(ReplayResponse(headers=(("Content-Type", "application/json"),), body=body.encode()))
+
+
+@pytest.mark.parametrize("skew", [-600, 600])
+def test_with_iat_the_jwt_lifetime_is_counted_on_the_servers_clock(server: TokenServer, skew: int) -> None:
+    """A token server whose clock is ten minutes off ours: ``exp - iat`` is what the token lasts,
+    whatever this machine's clock says (an ``exp`` "in the past" here is no reason to fail)."""
+    iat = int(time.time()) + skew
+    replay_jwt(server, {"iat": iat, "exp": iat + 120}, expires_in=300)
+    token = TokenClient(provider(server.token_url)).fetch()
+    assert 119 <= token.lifetime <= 120
+
+
+def test_without_iat_the_jwt_exp_is_counted_from_now(server: TokenServer) -> None:
+    replay_jwt(server, {"exp": time.time() + 100.5}, expires_in=300)
+    token = TokenClient(provider(server.token_url)).fetch()
+    assert 99 <= token.lifetime <= 100.5
+
+
 # -- errors and retries ------------------------------------------------------------------------
 
 
@@ -295,6 +359,72 @@ def test_redirects_are_refused_and_not_followed(server: TokenServer) -> None:
     assert server.token_requests == 1
 
 
+def test_a_same_host_redirect_names_the_url_to_configure(server: TokenServer) -> None:
+    """django-oauth-toolkit (Django's APPEND_SLASH) answers a token_url without its trailing slash
+    with a relative 301: the message says where, not "an unknown host"."""
+    server.redirect_next(1, location="/token/?next=" + quote(SECRET, safe=""), status=301)
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    message = str(info.value)
+    assert "HTTP 301" in message and "unknown host" not in message
+    assert f"set token_url to {server.url}/token/" in message and "trailing slash" in message
+    assert SECRET not in message and quote(SECRET, safe="") not in message and "next=" not in message
+    assert server.token_requests == 1
+
+
+def test_a_same_host_redirect_elsewhere_shows_the_path_without_the_slash_hint(server: TokenServer) -> None:
+    server.redirect_next(1, location=f"{server.url}/oauth2/v2/token", status=308)
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    message = str(info.value)
+    assert f"set token_url to {server.url}/oauth2/v2/token" in message
+    assert "trailing slash" not in message
+
+
+BASIC_HINT = 'basic_auth_encoding: "raw"'
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("body", [b"", b"<html>Forbidden</html>"], ids=["empty", "html"])
+def test_a_401_or_403_without_an_error_code_gets_the_invalid_client_hint(
+    server: TokenServer, status: int, body: bytes
+) -> None:
+    server.replay_next(ReplayResponse(status=status, reason="No", body=body))
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    message = str(info.value)
+    assert f"HTTP {status}" in message
+    assert "check client_id, client_secret and token_endpoint_auth_method" in message
+    assert BASIC_HINT in message, "SECRET holds characters form-encoding changes"
+    assert SECRET not in message and quote(SECRET, safe="") not in message
+    assert server.token_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "raw_hint"),
+    [
+        ({}, True),
+        ({"client_secret": "plain-secret-123"}, False),
+        ({"client_id": "app@example.com", "client_secret": "plain-secret-123"}, True),
+        ({"token_endpoint_auth_method": "client_secret_post"}, False),
+        ({"basic_auth_encoding": "raw"}, False),
+    ],
+    ids=["basic-special", "basic-plain", "basic-special-id", "post", "already-raw"],
+)
+def test_the_basic_encoding_hint_appears_only_when_encoding_changed_the_credentials(
+    server: TokenServer, overrides: dict[str, str], raw_hint: bool
+) -> None:
+    server.replay_next(ReplayResponse(status=401, reason="Unauthorized", body=b""))
+    server.fail_next(1, status=401, error="invalid_client")
+    for _ in range(2):  # the empty 401, then an RFC 6749 invalid_client
+        with pytest.raises(OAuth2AuthenticationError) as info:
+            fetch(server, **overrides)
+        message = str(info.value)
+        assert "check client_id" in message
+        assert (BASIC_HINT in message) is raw_hint, message
+        assert SECRET not in message
+
+
 def test_afetch_does_not_block_the_event_loop(server: TokenServer) -> None:
     server.delay_next(1, 0.3)
     client = TokenClient(provider(server.token_url))
@@ -361,11 +491,17 @@ def test_parse_retry_after_http_date() -> None:
     assert 28 <= (parse_retry_after(formatdate(time.time() + 30, usegmt=True)) or 0) <= 30
 
 
-def test_jwt_expiry_reads_exp_without_verifying() -> None:
-    token = jwt.encode({"exp": 2_000_000_000}, "k" * 32, algorithm="HS256")
-    assert jwt_expiry(token) == 2_000_000_000
-    assert jwt_expiry("opaque-token") is None
-    assert jwt_expiry("a.!!!.c") is None
+def test_jwt_lifetime_reads_exp_and_iat_without_verifying() -> None:
+    def signed(claims: dict[str, object]) -> str:
+        return jwt.encode(claims, "k" * 32, algorithm="HS256")
+
+    assert jwt_lifetime(signed({"exp": 2_000_000_000}), 1_999_999_000.0) == 1000.0
+    assert jwt_lifetime(signed({"iat": 1000, "exp": 1300}), 5.0) == 299.0  # whole-second iat
+    assert jwt_lifetime(signed({"iat": 1000.5, "exp": 1300}), 5.0) == 299.5
+    assert jwt_lifetime(signed({"iat": True, "exp": 1300}), 1000.0) == 300.0
+    assert jwt_lifetime(signed({"exp": 10**400}), 0.0) is None
+    assert jwt_lifetime("opaque-token", 0.0) is None
+    assert jwt_lifetime("a.!!!.c", 0.0) is None
 
 
 # -- environment: proxies, read once -----------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -420,6 +421,173 @@ def test_invalidate_drops_the_shared_token_only_if_it_is_still_the_same(
     renewed = second.get_token("idp")
     assert renewed != token and first.get_token("idp") == renewed
     assert server.token_requests == 2
+
+
+# -- a Redis that others can write, or that answers nonsense ---------------------------------------
+
+DEPTH = 100_000  # far past the JSON decoder's recursion limit: RecursionError, not ValueError
+
+
+def nested(depth: int = DEPTH) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("encryption", "poison"),
+    [
+        (True, nested()),
+        (True, b'{"v":1,"alg":"A256GCM","n":' + nested() + b',"ct":""}'),
+        (False, b'{"v":1,"token":' + nested() + b"}"),
+    ],
+    ids=["encrypted-outer", "encrypted-field", "plain-token"],
+)
+def test_a_poisoned_token_key_is_a_miss_and_calls_keep_working(
+    server: TokenServer,
+    redis_db: redis.Redis,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    encryption: bool,
+    poison: bytes,
+) -> None:
+    """Only the outer document is reachable by whoever writes Redis: the sealed inner JSON is
+    authenticated (AES-GCM) before it is parsed, so the nesting goes in the outer document."""
+    caplog.set_level(logging.DEBUG, logger="litellm_oauth2")
+    config = redis_config(server, redis_server.url, encryption=encryption)
+    first = TokenCache(config, store=make_store(config))
+    token = first.get_token("idp")
+    (key,) = token_keys(redis_db)
+    redis_db.set(key, poison)
+
+    fresh = TokenCache(config, store=make_store(config))
+    tokens = [fresh.get_token("idp") for _ in range(5)]
+    assert server.token_requests == 2, "one request for the fresh cache, not one failure per call"
+    assert len(set(tokens)) == 1 and server.verify_access_token(tokens[0]) is not None
+    assert redis_db.get(key) != poison, "the new token replaced the poison"
+
+    redis_db.set(key, poison)
+    first.invalidate("idp", token)  # a 401 on the old token reads the poisoned value before deleting
+    assert server.verify_access_token(first.get_token("idp")) is not None
+    texts = [r.getMessage() for r in caplog.records]
+    assert not [t for t in texts for s in (SECRET, *server.issued_tokens) if s in t]
+    assert [t for t in texts if "unreadable" in t]
+
+
+def test_unreadable_values_are_logged_once_per_interval(
+    server: TokenServer, redis_db: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="litellm_oauth2")
+    config = redis_config(server, redis_server.url)
+    settings = config.provider("idp")
+    store = make_store(config, retry_interval=0.3)
+    TokenCache(config, store=store).get_token("idp")
+    (key,) = token_keys(redis_db)
+    redis_db.set(key, nested())
+    for _ in range(5):
+        assert store.get(settings.cache_key, settings) is None
+    time.sleep(0.4)
+    assert store.get(settings.cache_key, settings) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    assert "RecursionError" in warnings[0].getMessage()
+    assert f"127.0.0.1:{redis_server.port}" in warnings[0].getMessage()
+
+
+class BrokenRedis:
+    """A loopback TCP server that speaks RESP well enough to connect, then answers every data
+    command with ``reply`` (a malformed RESP frame). Counts the commands it received."""
+
+    HANDSHAKE = frozenset({b"AUTH", b"HELLO", b"CLIENT", b"SELECT", b"PING"})
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.commands: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://app:{REDIS_PASSWORD}@127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        buffer = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while (command := self._command(buffer)) is not None:
+                    name, buffer = command
+                    self.commands.append(name)
+                    conn.sendall(b"+OK\r\n" if name in self.HANDSHAKE else self.reply)
+
+    @staticmethod
+    def _command(buffer: bytes) -> tuple[bytes, bytes] | None:
+        """The first command's name and the rest of ``buffer``, or None while it is incomplete."""
+        lines = buffer.split(b"\r\n")
+        if len(lines) < 2 or not lines[0].startswith(b"*"):
+            return None
+        count, position, words = int(lines[0][1:]), 1, []
+        for _ in range(count):
+            if position + 1 >= len(lines):
+                return None
+            words.append(lines[position + 1])
+            position += 2
+        if position >= len(lines):
+            return None
+        return words[0].upper(), b"\r\n".join(lines[position:])
+
+
+REDIS_PASSWORD = "hunter2-Redis-pass"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b":notanumber\r\n", b"$abc\r\n", b"*x\r\n"],
+    ids=["integer", "bulk-length", "array-length"],
+)
+def test_a_server_speaking_broken_resp_is_a_miss_and_calls_keep_working(
+    server: TokenServer, caplog: pytest.LogCaptureFixture, reply: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    broken = BrokenRedis(reply)
+    try:
+        config = redis_config(server, broken.url)
+        cache = TokenCache(config, store=make_store(config, retry_interval=60))
+        tokens = [cache.get_token("idp") for _ in range(5)]
+        cache.invalidate("idp", tokens[0])
+        tokens.append(cache.get_token("idp"))
+    finally:
+        broken.close()
+    assert server.token_requests == 2, "one request, and one after the invalidation: no failures"
+    assert all(server.verify_access_token(t) is not None for t in tokens)
+    assert [c for c in broken.commands if c not in BrokenRedis.HANDSHAKE], "the store did talk to it"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 1
+    texts = [r.getMessage() for r in caplog.records] + [repr(cache._store)]
+    assert not [t for t in texts for s in (SECRET, REDIS_PASSWORD, *server.issued_tokens) if s in t]
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -192,6 +192,9 @@ class TokenServer(LoopbackServer):
         super().__init__()
         self.token_lifetime = token_lifetime
         """Seconds; returned as ``expires_in`` and used for ``exp``. May be changed at any time."""
+        self.exp_lifetime: float | None = None
+        """Seconds from ``iat`` (whole seconds) to ``exp``, as servers that truncate write them; may
+        differ from ``expires_in``. ``None``: ``exp`` is ``token_lifetime`` from now, rounded up."""
         self.delay = 0.0
         """Seconds every ``/token`` request waits before being answered (on top of ``delay_next``)."""
         self._issuer = issuer
@@ -599,7 +602,9 @@ class TokenServer(LoopbackServer):
             "client_id": client_id,
             "aud": audience,
             "iat": int(now),
-            "exp": math.ceil(now + self.token_lifetime),
+            "exp": math.ceil(now + self.token_lifetime)
+            if self.exp_lifetime is None
+            else _number(int(now) + self.exp_lifetime),
             "jti": uuid.uuid4().hex,
         }
         if scope:
