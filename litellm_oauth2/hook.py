@@ -17,7 +17,8 @@ text is cleaned of the provider's header values and token before it reaches the 
 
 That HTTP client is the one LiteLLM builds for its own ``openai/...`` calls (its SSL settings,
 its aiohttp transport for async calls, its proxy handling), plus the bearer hook and minus
-redirects.
+redirects. A forked child drops the clients it inherited, so parent and child never share a
+keep-alive connection.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import ssl
 import threading
 import weakref
@@ -234,6 +236,7 @@ class OAuth2Provider(CustomLLM):
         self._sync_client: openai.OpenAI | None = None
         self._async_clients: weakref.WeakKeyDictionary[Any, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
         self._clients_lock = threading.Lock()
+        _LIVE_PROVIDERS.add(self)
         # Longest first, so a value containing another is blanked whole.
         self._redacted = sorted(
             (v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH),
@@ -446,6 +449,24 @@ class OAuth2Provider(CustomLLM):
     def close(self) -> None:
         if self._sync_client is not None:
             self._sync_client.close()
+
+    def _forget_clients(self) -> None:
+        """In a forked child: drop (not close) the inherited clients, whose pooled connections
+        are the parent's sockets too; the next call builds its own."""
+        self._clients_lock = threading.Lock()
+        self._sync_client = None
+        self._async_clients = weakref.WeakKeyDictionary()
+
+
+_LIVE_PROVIDERS: weakref.WeakSet[OAuth2Provider] = weakref.WeakSet()
+
+
+def _forget_clients_after_fork() -> None:
+    for provider in list(_LIVE_PROVIDERS):
+        provider._forget_clients()
+
+
+os.register_at_fork(after_in_child=_forget_clients_after_fork)
 
 
 def _on_event_loop() -> bool:
