@@ -44,7 +44,7 @@ from litellm.llms.custom_llm import CustomLLM
 from litellm.main import openai_chat_completions
 
 from .cache import TokenCache
-from .config import OAuth2Config, ProviderSettings, config_path, load_config
+from .config import OAuth2Config, ProviderSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
 logger = logging.getLogger("litellm_oauth2")
@@ -588,16 +588,17 @@ _process_handler: OAuth2Handler | None = None
 _process_lock = threading.Lock()
 
 
-def enable(config_path: str | Path | None = None) -> OAuth2Handler:
+def enable(config_path: str | Path | None = None, *, config: OAuth2Config | None = None) -> OAuth2Handler:
     """Switch the plugin on for this process: one handler, registered once in ``litellm.callbacks``.
 
-    Calling it again, or together with activation by environment variable, returns the same
-    handler and never registers it twice.
+    ``config`` (already loaded) takes the place of reading ``config_path``. Calling it again, or
+    together with activation by environment variable, returns the same handler and never
+    registers it twice. Raises ``OAuth2ConfigurationError`` for a configuration that cannot be used.
     """
     global _process_handler
     with _process_lock:
         if _process_handler is None:
-            _process_handler = OAuth2Handler(config_path)
+            _process_handler = OAuth2Handler(config_path, config=config)
         handler = _process_handler
         if handler not in litellm.callbacks:
             litellm.callbacks.append(handler)
@@ -605,23 +606,8 @@ def enable(config_path: str | Path | None = None) -> OAuth2Handler:
     return handler
 
 
-def register_broken_config(error: OAuth2ConfigurationError) -> None:
-    """After a failed activation, make calls to the providers the file names fail with ``error``.
-
-    The file could not be validated, so its provider names are read leniently; without names,
-    only the logged error remains.
-    """
-    try:
-        document = json.loads(config_path().read_text(encoding="utf-8"))
-        names = [str(name) for name in document["oauth2_providers"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    stand_in = _MisconfiguredProvider(error)
-    _register({name: stand_in for name in names if name and "/" not in name})
-
-
-# `import litellm` inside this module, with $LITELLM_OAUTH2_CONFIG set, defers the activation
-# until this module is complete (e.g. `litellm_oauth2.enable()` before any `import litellm`).
-from .autoload import activate_pending  # noqa: E402
-
-activate_pending()
+def register_broken_config(error: OAuth2ConfigurationError, names: list[str]) -> None:
+    """After a failed activation, make calls to the providers ``names`` fail with ``error``."""
+    if names:
+        stand_in = _MisconfiguredProvider(error)
+        _register({name: stand_in for name in names})
