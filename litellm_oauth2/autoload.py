@@ -5,25 +5,35 @@
 ``sys.meta_path`` that, once ``import litellm`` has finished, registers the handler with
 ``litellm_oauth2.enable()``. ``LITELLM_OAUTH2_DISABLE=1`` turns it off.
 
-A broken configuration must not break unrelated imports: the error is logged when LiteLLM
-is imported and raised at the first call for one of the configured providers.
+``litellm_oauth2.hook`` imports LiteLLM itself (``litellm_oauth2.enable()`` before any
+``import litellm``); activating from inside that import would need the hook's names before they
+exist. So the finder also wraps the hook module's loader and, when LiteLLM arrives while the
+hook is loading, activates once the hook is complete. Nothing imports this module back.
+
+A broken configuration must not break unrelated imports: the file is read once, bounded, and
+only if it is a regular file (a FIFO would block, ``/dev/zero`` never ends); the error is logged
+when LiteLLM is imported and raised at each call for every provider the file names.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import logging
 import os
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 
 CONFIG_ENV_VAR = "LITELLM_OAUTH2_CONFIG"
 DISABLE_ENV_VAR = "LITELLM_OAUTH2_DISABLE"
 
 logger = logging.getLogger("litellm_oauth2")
+
+_LITELLM = "litellm"
+_HOOK = f"{__package__}.hook"
 
 
 def is_disabled() -> bool:
@@ -34,64 +44,131 @@ def install() -> None:
     """Arrange for the handler to be registered right after LiteLLM is imported."""
     if not os.environ.get(CONFIG_ENV_VAR) or is_disabled():
         return
-    if "litellm" in sys.modules:
+    if _LITELLM in sys.modules:
         activate()
     elif not any(isinstance(finder, _AfterLiteLLMImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _AfterLiteLLMImport())
 
 
-_pending = False
-
-
 def activate() -> None:
     """Register the handler from ``$LITELLM_OAUTH2_CONFIG``; a bad config is logged, then raised per call."""
-    global _pending
-    hook = sys.modules.get(f"{__package__}.hook")
-    if hook is not None and getattr(getattr(hook, "__spec__", None), "_initializing", False):
-        # LiteLLM was imported by litellm_oauth2.hook itself: its names are not defined yet, so
-        # the hook module calls activate_pending() at its end.
-        _pending = True
-        return
-    _enable_or_register_broken()
-
-
-def activate_pending() -> None:
-    """Run an activation that ``activate`` deferred while ``litellm_oauth2.hook`` was loading."""
-    global _pending
-    if _pending:
-        _pending = False
-        _enable_or_register_broken()
-
-
-def _enable_or_register_broken() -> None:
+    from .config import OAuth2Config, config_path
     from .errors import OAuth2ConfigurationError
     from .hook import enable, register_broken_config
 
+    path = config_path()
+    document: object = None
     try:
-        enable()
+        document = _read_document(path)
+        enable(config=OAuth2Config.from_dict(document, source=str(path)))
     except OAuth2ConfigurationError as exc:
         logger.error("litellm-oauth2 not enabled: %s", exc)
-        register_broken_config(exc)
+        register_broken_config(exc, _provider_names(document))
+
+
+def _read_document(path: Path) -> object:
+    """The configuration file parsed, read once with the loader's size bound.
+
+    Raises ``OAuth2ConfigurationError`` when it is missing, not a regular file, too large, not
+    UTF-8 or not valid JSON/YAML. Opened non-blocking, so a FIFO without a writer cannot hold
+    the caller (a regular file ignores the flag).
+    """
+    from .config import MAX_CONFIG_BYTES, parse_document
+    from .errors import OAuth2ConfigurationError
+
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise OAuth2ConfigurationError(
+            f"configuration file '{path}' not found; create it or set {CONFIG_ENV_VAR} to its path"
+        ) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise OAuth2ConfigurationError(f"configuration file '{path}' cannot be read ({reason})") from None
+    with open(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OAuth2ConfigurationError(f"configuration file '{path}' is not a regular file")
+        try:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise OAuth2ConfigurationError(f"configuration file '{path}' cannot be read ({reason})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise OAuth2ConfigurationError(f"configuration file '{path}' is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise OAuth2ConfigurationError(
+            f"configuration file '{path}' is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from None
+    return parse_document(text, source=str(path), yaml=path.suffix.lower() in (".yaml", ".yml"))
+
+
+def _provider_names(document: object) -> list[str]:
+    """The provider names a parsed (possibly invalid) document declares; none if it has no such map."""
+    providers = document.get("oauth2_providers") if isinstance(document, dict) else None
+    if not isinstance(providers, dict):
+        return []
+    return [name for name in providers if isinstance(name, str) and name and "/" not in name]
 
 
 class _AfterLiteLLMImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps LiteLLM's own loader so ``activate`` runs after its module body."""
+    """Finds nothing itself: wraps the loaders of LiteLLM and of the hook module so ``activate``
+    runs once LiteLLM is imported and the hook module, if it is loading, is complete."""
+
+    def __init__(self) -> None:
+        self._hook_loading = 0
+        self._pending = False
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "litellm":
+        if fullname not in (_LITELLM, _HOOK):
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
+        spec = self._spec_from_the_other_finders(fullname, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
+        exec_module: Callable[[ModuleType], None] = spec.loader.exec_module
+        after = self._after_litellm if fullname == _LITELLM else self._after_hook
 
         def exec_then_activate(module: ModuleType) -> None:
-            exec_module(module)
-            activate()
+            if fullname == _HOOK:
+                self._hook_loading += 1
+                try:
+                    exec_module(module)
+                finally:
+                    self._hook_loading -= 1
+            else:
+                exec_module(module)
+            after()
 
-        loader.exec_module = exec_then_activate  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_then_activate  # type: ignore[method-assign]
         return spec
+
+    def _spec_from_the_other_finders(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None
+    ) -> importlib.machinery.ModuleSpec | None:
+        for finder in list(sys.meta_path):
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec: importlib.machinery.ModuleSpec | None = find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+    def _after_litellm(self) -> None:
+        if self._hook_loading:
+            self._pending = True  # the hook module is still defining its names
+        else:
+            self._activate_once()
+
+    def _after_hook(self) -> None:
+        if self._pending and not self._hook_loading:
+            self._activate_once()
+
+    def _activate_once(self) -> None:
+        self._pending = False
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        activate()

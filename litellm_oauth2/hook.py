@@ -8,12 +8,17 @@ the provider delegates to LiteLLM's own OpenAI-compatible handler at the provide
 
 The token never enters LiteLLM: the handler gets a placeholder ``api_key`` and an OpenAI client
 whose HTTP client writes ``Authorization: Bearer <token>`` as the request leaves, so logging
-payloads, callback kwargs and debug output have nothing to leak. A 401 from the gateway
-invalidates that token and retries once with a fresh one, before the caller sees anything.
+payloads, callback kwargs and debug output have nothing to leak. The header value chosen for a
+call travels in a context variable of that provider alone (a call for another provider started
+inside this one, e.g. by ``asyncio.run`` in a callback, never sees it), and async paths await the
+cache, so no token is fetched synchronously on an event loop. A 401 from the gateway invalidates
+that token and retries once with a fresh one, before the caller sees anything. A gateway's error
+text is cleaned of the provider's header values and token before it reaches the caller.
 
 That HTTP client is the one LiteLLM builds for its own ``openai/...`` calls (its SSL settings,
 its aiohttp transport for async calls, its proxy handling), plus the bearer hook and minus
-redirects.
+redirects. A forked child drops the clients it inherited, so parent and child never share a
+keep-alive connection.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import ssl
 import threading
 import weakref
@@ -38,7 +44,7 @@ from litellm.llms.custom_llm import CustomLLM
 from litellm.main import openai_chat_completions
 
 from .cache import TokenCache
-from .config import OAuth2Config, ProviderSettings, config_path, load_config
+from .config import OAuth2Config, ProviderSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
 logger = logging.getLogger("litellm_oauth2")
@@ -52,10 +58,11 @@ FOLLOW_REDIRECTS = False
 # Headers a caller might send that would compete with the bearer token.
 _CALLER_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
-_token_in_use: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "litellm_oauth2_token", default=None
-)
+# Header values shorter than this are not hidden in gateway error text: they are no secret and
+# blanking them would garble the message (a value "1" would turn "401" into "40***").
+_MIN_REDACTED_LENGTH = 4
 _T = TypeVar("_T")
+_J = TypeVar("_J")
 
 
 class OAuth2ProviderError(OAuth2AuthenticationError, APIConnectionError):
@@ -113,20 +120,27 @@ def find_oauth2_error(exc: BaseException | None) -> OAuth2Error | None:
 
 
 class _BearerHeader:
-    """A request event hook of the OpenAI client's HTTP client: writes the bearer token as the
-    request leaves (the token chosen for this call, else the cached one). Event hooks are plain
-    callables, so this works whichever httpx generation the installed ``openai`` is built on."""
+    """A request event hook of the OpenAI client's HTTP client: writes ``Authorization`` as the
+    request leaves (the value chosen for this call, else the cached one). Event hooks are plain
+    callables, so this works whichever httpx generation the installed ``openai`` is built on.
+
+    ``chosen`` belongs to this provider alone: a call for another provider started inside this
+    one's context (``asyncio.run`` in a callback copies it) reads its own, unset, variable.
+    """
 
     def __init__(self, cache: TokenCache, provider: str) -> None:
-        self._cache = cache
+        self._get = cache.get_authorization
+        self._aget = cache.aget_authorization
         self._provider = provider
+        self.chosen: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"litellm_oauth2_authorization_{provider}", default=None
+        )
 
     def __call__(self, request: Any) -> None:
-        token = _token_in_use.get() or self._cache.get_token(self._provider)
-        request.headers["Authorization"] = f"Bearer {token}"
+        request.headers["Authorization"] = self.chosen.get() or self._get(self._provider)
 
     async def on_async_request(self, request: Any) -> None:
-        self(request)
+        request.headers["Authorization"] = self.chosen.get() or await self._aget(self._provider)
 
 
 def _is_unauthorized(exc: BaseException) -> bool:
@@ -222,6 +236,13 @@ class OAuth2Provider(CustomLLM):
         self._sync_client: openai.OpenAI | None = None
         self._async_clients: weakref.WeakKeyDictionary[Any, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
         self._clients_lock = threading.Lock()
+        _LIVE_PROVIDERS.add(self)
+        # Longest first, so a value containing another is blanked whole.
+        self._redacted = sorted(
+            (v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH),
+            key=len,
+            reverse=True,
+        )
 
     def __repr__(self) -> str:
         return f"OAuth2Provider({self.name!r})"
@@ -240,9 +261,10 @@ class OAuth2Provider(CustomLLM):
 
     def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
         # A plain function: LiteLLM calls it from its executor thread, so the token is fetched
-        # here and a failure reaches the caller at call time, not inside the first chunk.
-        token = self._token(kwargs)
-        return self._astream(kwargs, token)
+        # here and a failure reaches the caller at call time, not wrapped inside the first chunk.
+        # On an event loop thread the stream awaits the token instead.
+        authorization = None if _on_event_loop() else self._authorization(kwargs)
+        return self._astream(kwargs, authorization)
 
     def embedding(self, *args: Any, **kwargs: Any) -> Any:
         return self._call(openai_chat_completions.embedding, kwargs, embedding=True)
@@ -253,75 +275,95 @@ class OAuth2Provider(CustomLLM):
     # -- one call with one retry on 401 ----------------------------------------------------------
 
     def _call(self, handler: Callable[..., _T], kwargs: dict[str, Any], *, embedding: bool) -> _T:
-        token = self._token(kwargs)
+        authorization = self._authorization(kwargs)
         try:
-            return self._send(handler, kwargs, token, embedding=embedding, is_async=False)
+            return self._send(handler, kwargs, authorization, embedding=embedding)
         except Exception as exc:
             if not _is_unauthorized(exc):
                 raise
-            token = self._token_after_401(kwargs, token)
-            return self._send(handler, kwargs, token, embedding=embedding, is_async=False)
+            self._cache.invalidate(self.name, _token_of(authorization))
+            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
+            authorization = self._authorization(kwargs)
+            return self._send(handler, kwargs, authorization, embedding=embedding)
 
-    async def _acall(self, handler: Callable[..., Any], kwargs: dict[str, Any], *, embedding: bool) -> Any:
-        token = await self._atoken(kwargs)
+    async def _acall(
+        self,
+        handler: Callable[..., Any],
+        kwargs: dict[str, Any],
+        *,
+        embedding: bool,
+        authorization: str | None = None,
+    ) -> Any:
+        if authorization is None:
+            authorization = await self._aauthorization(kwargs)
         try:
-            return await self._send(handler, kwargs, token, embedding=embedding, is_async=True)
+            return await self._asend(handler, kwargs, authorization, embedding=embedding)
         except Exception as exc:
             if not _is_unauthorized(exc):
                 raise
-            token = await self._atoken_after_401(kwargs, token)
-            return await self._send(handler, kwargs, token, embedding=embedding, is_async=True)
+            # A shared store may do network I/O on invalidation: keep it off the event loop.
+            await asyncio.to_thread(self._cache.invalidate, self.name, _token_of(authorization))
+            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
+            authorization = await self._aauthorization(kwargs)
+            return await self._asend(handler, kwargs, authorization, embedding=embedding)
 
-    async def _astream(self, kwargs: dict[str, Any], token: str) -> AsyncIterator[Any]:
+    async def _astream(self, kwargs: dict[str, Any], authorization: str | None) -> AsyncIterator[Any]:
         handler = openai_chat_completions.completion
-        try:
-            stream = await self._send(handler, kwargs, token, embedding=False, is_async=True)
-        except Exception as exc:
-            if not _is_unauthorized(exc):
-                raise
-            token = await self._atoken_after_401(kwargs, token)
-            stream = await self._send(handler, kwargs, token, embedding=False, is_async=True)
+        stream = await self._acall(handler, kwargs, embedding=False, authorization=authorization)
         async for chunk in stream:
             yield chunk
 
-    async def _atoken_after_401(self, kwargs: dict[str, Any], used: str) -> str:
-        # A shared store may do network I/O on invalidation: keep it off the event loop.
-        await asyncio.to_thread(self._cache.invalidate, self.name, used)
-        logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-        return await self._atoken(kwargs)
-
-    def _token_after_401(self, kwargs: dict[str, Any], used: str) -> str:
-        self._cache.invalidate(self.name, used)
-        logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-        return self._token(kwargs)
-
-    def _token(self, kwargs: dict[str, Any]) -> str:
+    def _authorization(self, kwargs: dict[str, Any]) -> str:
+        """The ``Authorization`` value for this call; raises ``OAuth2ProviderError``."""
         try:
-            return self._cache.get_token(self.name)
+            return self._cache.get_authorization(self.name)
         except OAuth2Error as exc:
             raise _provider_error(exc, model=str(kwargs.get("model"))) from exc
 
-    async def _atoken(self, kwargs: dict[str, Any]) -> str:
+    async def _aauthorization(self, kwargs: dict[str, Any]) -> str:
+        """``_authorization`` for asyncio: waits without blocking the event loop."""
         try:
-            return await self._cache.aget_token(self.name)
+            return await self._cache.aget_authorization(self.name)
         except OAuth2Error as exc:
             raise _provider_error(exc, model=str(kwargs.get("model"))) from exc
 
     def _send(
-        self,
-        handler: Callable[..., _T],
-        kwargs: dict[str, Any],
-        token: str,
-        *,
-        embedding: bool,
-        is_async: bool,
+        self, handler: Callable[..., _T], kwargs: dict[str, Any], authorization: str, *, embedding: bool
     ) -> _T:
-        """Call LiteLLM's OpenAI handler with our client; ``token`` is what ``_BearerHeader`` sends."""
-        reset = _token_in_use.set(token)
+        """Call LiteLLM's OpenAI handler with our client; ``authorization`` is what the hook sends."""
+        chosen = self._bearer.chosen.set(authorization)
         try:
-            return handler(**self._handler_arguments(kwargs, embedding=embedding, is_async=is_async))
+            return handler(**self._handler_arguments(kwargs, embedding=embedding, is_async=False))
+        except Exception as exc:
+            self._redact(exc, authorization)
+            raise
         finally:
-            _token_in_use.reset(reset)
+            self._bearer.chosen.reset(chosen)
+
+    async def _asend(
+        self, handler: Callable[..., Any], kwargs: dict[str, Any], authorization: str, *, embedding: bool
+    ) -> Any:
+        """``_send`` for asyncio: the request leaves while the handler's coroutine runs, in here."""
+        chosen = self._bearer.chosen.set(authorization)
+        try:
+            return await handler(**self._handler_arguments(kwargs, embedding=embedding, is_async=True))
+        except Exception as exc:
+            self._redact(exc, authorization)
+            raise
+        finally:
+            self._bearer.chosen.reset(chosen)
+
+    def _redact(self, exc: Exception, authorization: str) -> None:
+        """Blank this provider's header values and the token out of a gateway error's text, in
+        place (class, status and response stay): a gateway may echo the request in its body."""
+        secrets = [*self._redacted, _token_of(authorization)]
+        forms = [form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])]
+        message = getattr(exc, "message", None)
+        if isinstance(message, str):
+            exc.message = _blank(message, forms)  # type: ignore[attr-defined]
+        exc.args = tuple(_blank(arg, forms) if isinstance(arg, str) else arg for arg in exc.args)
+        if isinstance(getattr(exc, "body", None), dict | list):
+            exc.body = _blank(exc.body, forms)  # type: ignore[attr-defined]
 
     def _handler_arguments(
         self, kwargs: dict[str, Any], *, embedding: bool, is_async: bool
@@ -407,6 +449,49 @@ class OAuth2Provider(CustomLLM):
     def close(self) -> None:
         if self._sync_client is not None:
             self._sync_client.close()
+
+    def _forget_clients(self) -> None:
+        """In a forked child: drop (not close) the inherited clients, whose pooled connections
+        are the parent's sockets too; the next call builds its own."""
+        self._clients_lock = threading.Lock()
+        self._sync_client = None
+        self._async_clients = weakref.WeakKeyDictionary()
+
+
+_LIVE_PROVIDERS: weakref.WeakSet[OAuth2Provider] = weakref.WeakSet()
+
+
+def _forget_clients_after_fork() -> None:
+    for provider in list(_LIVE_PROVIDERS):
+        provider._forget_clients()
+
+
+os.register_at_fork(after_in_child=_forget_clients_after_fork)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _token_of(authorization: str) -> str:
+    return authorization.removeprefix("Bearer ")
+
+
+def _blank(value: _J, forms: list[str]) -> _J:
+    """``value`` (text, or a parsed JSON body) with every one of ``forms`` replaced by ``***``."""
+    if isinstance(value, str):
+        for form in forms:
+            value = value.replace(form, "***")  # type: ignore[assignment]
+        return value
+    if isinstance(value, dict):
+        return {key: _blank(item, forms) for key, item in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [_blank(item, forms) for item in value]  # type: ignore[return-value]
+    return value
 
 
 class _MisconfiguredProvider(CustomLLM):
@@ -503,16 +588,17 @@ _process_handler: OAuth2Handler | None = None
 _process_lock = threading.Lock()
 
 
-def enable(config_path: str | Path | None = None) -> OAuth2Handler:
+def enable(config_path: str | Path | None = None, *, config: OAuth2Config | None = None) -> OAuth2Handler:
     """Switch the plugin on for this process: one handler, registered once in ``litellm.callbacks``.
 
-    Calling it again, or together with activation by environment variable, returns the same
-    handler and never registers it twice.
+    ``config`` (already loaded) takes the place of reading ``config_path``. Calling it again, or
+    together with activation by environment variable, returns the same handler and never
+    registers it twice. Raises ``OAuth2ConfigurationError`` for a configuration that cannot be used.
     """
     global _process_handler
     with _process_lock:
         if _process_handler is None:
-            _process_handler = OAuth2Handler(config_path)
+            _process_handler = OAuth2Handler(config_path, config=config)
         handler = _process_handler
         if handler not in litellm.callbacks:
             litellm.callbacks.append(handler)
@@ -520,23 +606,8 @@ def enable(config_path: str | Path | None = None) -> OAuth2Handler:
     return handler
 
 
-def register_broken_config(error: OAuth2ConfigurationError) -> None:
-    """After a failed activation, make calls to the providers the file names fail with ``error``.
-
-    The file could not be validated, so its provider names are read leniently; without names,
-    only the logged error remains.
-    """
-    try:
-        document = json.loads(config_path().read_text(encoding="utf-8"))
-        names = [str(name) for name in document["oauth2_providers"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    stand_in = _MisconfiguredProvider(error)
-    _register({name: stand_in for name in names if name and "/" not in name})
-
-
-# `import litellm` inside this module, with $LITELLM_OAUTH2_CONFIG set, defers the activation
-# until this module is complete (e.g. `litellm_oauth2.enable()` before any `import litellm`).
-from .autoload import activate_pending  # noqa: E402
-
-activate_pending()
+def register_broken_config(error: OAuth2ConfigurationError, names: list[str]) -> None:
+    """After a failed activation, make calls to the providers ``names`` fail with ``error``."""
+    if names:
+        stand_in = _MisconfiguredProvider(error)
+        _register({name: stand_in for name in names})

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml as yaml_module
 
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
 
@@ -151,7 +152,7 @@ class Gateway:
     upstream: OpenAIUpstream
     directory: Path
 
-    def write_config(self, **overrides: Any) -> Path:
+    def write_config(self, *, yaml: bool = False, **overrides: Any) -> Path:
         settings: dict[str, Any] = {
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
@@ -159,9 +160,13 @@ class Gateway:
             "api_base": self.upstream.base_url,
         }
         settings.update(overrides)
-        path = self.directory / "litellm_config.json"
         document = {"oauth2_providers": {PROVIDER: {k: v for k, v in settings.items() if v is not None}}}
-        path.write_text(json.dumps(document, indent=2))
+        if yaml:
+            path = self.directory / "litellm_config.yaml"
+            path.write_text(yaml_module.safe_dump(document, default_flow_style=False))
+        else:
+            path = self.directory / "litellm_config.json"
+            path.write_text(json.dumps(document, indent=2))
         return path
 
 
@@ -179,7 +184,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         yield Gateway(tokens, upstream, tmp_path)
 
 
-def run_script(source: str, cwd: Path, **env_vars: str) -> Run:
+def run_script(source: str, cwd: Path, *, timeout: float = SUBPROCESS_TIMEOUT, **env_vars: str) -> Run:
     """Run ``source`` in a fresh interpreter with only the given LITELLM_OAUTH2_* variables set."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("LITELLM_OAUTH2_")}
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONUNBUFFERED="1", **env_vars)
@@ -192,7 +197,7 @@ def run_script(source: str, cwd: Path, **env_vars: str) -> Run:
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=SUBPROCESS_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -244,6 +249,7 @@ def test_disable_env_var_switches_the_plugin_off(gateway: Gateway) -> None:
     assert gateway.upstream.requests == 0
 
 
+@pytest.mark.parametrize("yaml", [False, True], ids=["json", "yaml"])
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -252,9 +258,9 @@ def test_disable_env_var_switches_the_plugin_off(gateway: Gateway) -> None:
     ],
 )
 def test_broken_config_is_logged_at_import_and_raised_at_each_call(
-    gateway: Gateway, overrides: dict[str, Any], field: str
+    gateway: Gateway, overrides: dict[str, Any], field: str, yaml: bool
 ) -> None:
-    config = gateway.write_config(**overrides)
+    config = gateway.write_config(yaml=yaml, **overrides)
 
     run = run_script(BROKEN_CONFIG_SCRIPT, gateway.directory, LITELLM_OAUTH2_CONFIG=str(config))
 
@@ -339,3 +345,51 @@ def test_enable_plus_env_var_registers_the_handler_once(gateway: Gateway, before
     }
     assert gateway.tokens.token_requests == 1
     assert_valid_bearer_on_every_request(gateway)
+
+
+IMPORT_ONLY_SCRIPT = """
+import json
+
+import litellm
+
+print("RESULT " + json.dumps({"imported": litellm.__name__}))
+"""
+# Bounded: a configuration that cannot be read must not hold `import litellm`.
+IMPORT_TIMEOUT = 60.0
+
+
+def test_a_config_that_never_ends_is_refused_at_once(tmp_path: Path) -> None:
+    run = run_script(IMPORT_ONLY_SCRIPT, tmp_path, timeout=IMPORT_TIMEOUT, LITELLM_OAUTH2_CONFIG="/dev/zero")
+
+    assert run.result == {"imported": "litellm"}
+    assert "litellm-oauth2 not enabled" in run.stderr and "not a regular file" in run.stderr, run.stderr
+
+
+def test_a_fifo_as_config_does_not_block_the_import(tmp_path: Path) -> None:
+    fifo = tmp_path / "litellm_config.json"
+    os.mkfifo(fifo)
+
+    run = run_script(IMPORT_ONLY_SCRIPT, tmp_path, timeout=IMPORT_TIMEOUT, LITELLM_OAUTH2_CONFIG=str(fifo))
+
+    assert run.result == {"imported": "litellm"}
+    assert "litellm-oauth2 not enabled" in run.stderr and "not a regular file" in run.stderr, run.stderr
+
+
+def test_a_handler_check_failing_after_validation_is_raised_at_each_call(gateway: Gateway) -> None:
+    config = gateway.write_config(api_base=None)
+
+    run = run_script(BROKEN_CONFIG_SCRIPT, gateway.directory, LITELLM_OAUTH2_CONFIG=str(config))
+
+    for name, outcome in run.result["calls"].items():
+        assert outcome is not None and "uncaught" not in outcome, (name, outcome)
+        assert outcome["provider"] == PROVIDER and "'api_base'" in outcome["message"], outcome
+    assert gateway.upstream.requests == 0
+
+
+def test_the_autoload_module_does_not_import_the_hook_back() -> None:
+    import litellm_oauth2.autoload as autoload
+    import litellm_oauth2.hook as hook
+
+    source = Path(hook.__file__).read_text()
+    assert "autoload" not in source
+    assert "_initializing" not in Path(autoload.__file__).read_text()
