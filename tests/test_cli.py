@@ -163,3 +163,69 @@ def test_demo_runs_end_to_end() -> None:
     assert "gateway answered 401 once" in result.stdout
     assert "0 without a valid token" in result.stdout
     assert "demo-secret" not in result.stdout + result.stderr
+
+
+# The CLI's own runner, reporting at exit whether anything imported LiteLLM.
+_REPORTS_LITELLM = """
+import atexit, sys
+atexit.register(lambda: print("litellm imported:", "litellm" in sys.modules, file=sys.stderr))
+from litellm_oauth2.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _without_litellm(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "LITELLM_OAUTH2_CONFIG"}
+    env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)  # a LiteLLM import would show its offline warning
+    return subprocess.run(
+        [sys.executable, "-c", _REPORTS_LITELLM, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_check_and_token_never_import_litellm(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path
+) -> None:
+    tokens, gateway = servers
+    good = write_config(tmp_path, good_providers(tokens, gateway))
+    (tmp_path / "bad").mkdir()
+    bad = write_config(
+        tmp_path / "bad",
+        {
+            "alpha": good_providers(tokens, gateway)["alpha"],
+            "beta": {"client_id": "x", "token_url": "ftp://x"},
+        },
+    )
+    runs = {
+        "check (config error)": (_without_litellm("check", "--config", bad), 2),
+        "check": (_without_litellm("check", "--config", good), 0),
+        "token": (_without_litellm("token", "alpha", "--config", good), 0),
+    }
+    for name, (result, code) in runs.items():
+        assert result.returncode == code, f"{name}: {result.stderr}"
+        assert result.stderr.strip().endswith("litellm imported: False"), f"{name}: {result.stderr}"
+        assert "cost map" not in result.stderr
+
+
+def test_load_config_never_imports_litellm(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "alpha": {"client_id": "x", "client_secret": "y", "token_url": "https://idp.example/t"},
+            "openai": {"client_id": "x", "client_secret": "y", "token_url": "https://idp.example/t"},
+            "beta": {"client_id": "x", "token_url": "ftp://x"},
+        },
+    )
+    script = (
+        "import sys\n"
+        "from litellm_oauth2.config import load_config\n"
+        "from litellm_oauth2.errors import OAuth2ConfigurationError\n"
+        "try:\n"
+        "    load_config(sys.argv[1])\n"
+        "except OAuth2ConfigurationError as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "print('litellm imported:', 'litellm' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, config], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.splitlines()[-1] == "litellm imported: False", result.stdout + result.stderr
