@@ -1,13 +1,14 @@
 """``litellm-oauth2``: check a configuration, print a token, or watch the whole thing work.
 
-Exit codes: 0 all good, 1 a provider failed (or the demo did not behave), 2 the configuration
-is unusable. Secrets and tokens are never printed, except by ``token``, whose job it is.
+Exit codes: 0 all good, 1 a provider or the cache failed (or the demo did not behave), 2 the
+configuration is unusable. Secrets and tokens are never printed, except by ``token``, whose job it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,10 +19,12 @@ import requests
 
 from . import __version__
 from .client import TokenClient
-from .config import CONFIG_ENV_VAR, ProviderSettings, load_config
+from .config import CONFIG_ENV_VAR, MemoryCacheSettings, ProviderSettings, RedisCacheSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# The probe value ``check`` writes to Redis expires by itself should the delete never arrive.
+CACHE_PROBE_TTL_MS = 30_000
 
 EPILOG_CHECK = """examples:
   litellm-oauth2 check
@@ -94,17 +97,92 @@ def check_provider(settings: ProviderSettings) -> ProviderCheck:
     return row
 
 
+@dataclass
+class CacheCheck:
+    """The cache line of ``check``: whether tokens can be stored where the config says."""
+
+    type: str
+    location: str
+    ok: bool
+    result: str
+
+
+def check_cache(settings: MemoryCacheSettings | RedisCacheSettings) -> CacheCheck:
+    """For Redis: the extra is installed, the server answers, and a value written under the key
+    prefix (with a short TTL, deleted after) reads back. The URL is shown without its password."""
+    if isinstance(settings, MemoryCacheSettings):
+        return CacheCheck("memory", "this process", True, "ok")
+    url = settings.url.get_secret_value()
+    row = CacheCheck("redis", _without_password(url), False, "")
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from .redis_store import SOCKET_TIMEOUT_SECONDS
+    except ImportError as exc:
+        row.result = f"the redis extra is not installed ({exc.name}): pip install 'litellm-oauth2[redis]'"
+        return row
+    key, value = f"{settings.key_prefix}check:{secrets.token_hex(8)}", secrets.token_hex(16)
+    try:
+        # The store's own timeouts: a server too slow for the check is too slow for the plugin.
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        try:
+            client.set(key, value, px=CACHE_PROBE_TTL_MS)
+            read = client.get(key)
+            client.delete(key)
+        finally:
+            client.close()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        row.result = f"unreachable ({_redis_reason(exc, url)})"
+    except (redis.RedisError, ValueError) as exc:
+        row.result = f"write and read back failed ({_redis_reason(exc, url)})"
+    else:
+        row.ok = read == value.encode()
+        row.result = "ok" if row.ok else "a value written under the key prefix did not read back"
+    return row
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
+def _redis_reason(exc: BaseException, url: str) -> str:
+    """The exception's class and text, with the URL's password (as written and decoded) blanked."""
+    text = f"{type(exc).__name__}: {exc}"
+    parts = urlsplit(url)
+    raw_password = parts.netloc.rpartition("@")[0].partition(":")[2]
+    for secret in (raw_password, parts.password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = args.provider or list(config.oauth2_providers)
     providers = [config.provider(name) for name in names]
+    cache = check_cache(config.cache)
     with ThreadPoolExecutor(max_workers=min(8, len(providers))) as pool:
         rows = list(pool.map(check_provider, providers))
+    ok = cache.ok and all(row.ok for row in rows)
     if args.json:
-        print(json.dumps({"ok": all(r.ok for r in rows), "providers": [asdict(r) for r in rows]}, indent=2))
+        report = {"ok": ok, "providers": [asdict(r) for r in rows], "cache": asdict(cache)}
+        print(json.dumps(report, indent=2))
     else:
-        print(_table(rows))
-    return EXIT_OK if all(row.ok for row in rows) else EXIT_FAILED
+        status = "ok" if cache.ok else f"FAILED: {cache.result}"
+        print(f"{_table(rows)}\n\ncache: {cache.type} ({cache.location}): {status}")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _table(rows: list[ProviderCheck]) -> str:
@@ -163,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="validate the config, fetch a token per provider and try it on the gateway",
+        help="validate the config, fetch a token per provider, try it on the gateway, and test the cache",
         epilog=EPILOG_CHECK,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

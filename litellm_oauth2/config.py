@@ -14,7 +14,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -463,7 +462,6 @@ def _validate_provider(name: str, settings: object) -> ProviderSettings:
         provider = ProviderSettings.model_validate({**resolved, "provider_name": name})
     except ValidationError as exc:
         raise _translate(exc, prefix, name) from None
-    _check_not_builtin(provider.provider_name)
     return provider
 
 
@@ -511,34 +509,6 @@ def _as_predicate(message: str) -> str:
     if message.startswith("Input "):
         return message[len("Input ") :]
     return message
-
-
-@lru_cache(maxsize=1)
-def _builtin_provider_names() -> frozenset[str]:
-    """LiteLLM's own provider prefixes, read lazily so the core does not import LiteLLM at import time."""
-    try:
-        from litellm.types.utils import LlmProvidersSet
-    except ImportError:  # pragma: no cover - litellm is a runtime dependency
-        return frozenset()
-    names = set(LlmProvidersSet)
-    try:
-        from litellm.llms.openai_like.json_loader import JSONProviderRegistry
-
-        names.update(JSONProviderRegistry.list_providers())
-    except (ImportError, AttributeError):  # pragma: no cover - older LiteLLM without JSON providers
-        pass
-    return frozenset(names)
-
-
-def _check_not_builtin(name: str) -> None:
-    if name in _builtin_provider_names():
-        raise OAuth2ValidationError(
-            f"provider '{name}': field 'provider_name' collides with LiteLLM's built-in provider '{name}', "
-            "whose models LiteLLM would handle itself; rename the provider (e.g. '{name}_oauth2')".replace(
-                "{name}", name
-            ),
-            provider=name,
-        )
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

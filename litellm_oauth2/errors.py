@@ -6,6 +6,8 @@ earlier in-house token helpers working.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class OAuth2Error(Exception):
     """Base class. ``provider`` names the configured provider, ``original_error`` the cause."""
@@ -26,7 +28,32 @@ class OAuth2Error(Exception):
 
 
 class OAuth2ConfigurationError(OAuth2Error, ValueError):
-    """The configuration cannot be used: bad file, missing field, unknown provider."""
+    """The configuration cannot be used: bad file, missing field, unknown provider.
+
+    ``field`` names the field (or key) at fault, when there is one. ``problems`` lists every
+    problem found, each an error of its own, so one run shows everything to fix; an error
+    that stands alone lists itself.
+    """
+
+    field: str | None = None
+    _problems: tuple[OAuth2ConfigurationError, ...] = ()
+
+    def __init__(
+        self,
+        message: str,
+        original_error: BaseException | None = None,
+        provider: str | None = None,
+        *,
+        field: str | None = None,
+        problems: Sequence[OAuth2ConfigurationError] = (),
+    ) -> None:
+        super().__init__(message, original_error, provider)
+        self.field = field
+        self._problems = tuple(problems)
+
+    @property
+    def problems(self) -> tuple[OAuth2ConfigurationError, ...]:
+        return self._problems or (self,)
 
 
 class OAuth2ValidationError(OAuth2ConfigurationError):

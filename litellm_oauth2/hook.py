@@ -43,6 +43,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_llm import CustomLLM
 from litellm.main import openai_chat_completions
 
+from ._compat import check_provider_names
 from .cache import TokenCache
 from .config import OAuth2Config, ProviderSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
@@ -527,6 +528,7 @@ class OAuth2Handler(CustomLogger):
     def __init__(self, config_path: str | Path | None = None, *, config: OAuth2Config | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else load_config(config_path)
+        check_provider_names(self.config.oauth2_providers)
         self.cache = TokenCache(self.config)
         self.providers = {
             name: OAuth2Provider(settings, self.cache)

@@ -9,10 +9,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
 from helpers import SECRET, provider_dict
+from redis_server import RedisServer, free_port
 
 from litellm_oauth2.cli import main
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
@@ -52,10 +54,12 @@ def test_check_good_config(
     config = write_config(tmp_path, good_providers(tokens, gateway))
     assert main(["check", "--config", config]) == 0
     out = capsys.readouterr().out
-    lines = out.splitlines()
+    table, cache = out.split("\n\n")
+    lines = table.splitlines()
     assert lines[0].split()[:3] == ["provider", "token", "endpoint"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == {"alpha", "beta"}
+    assert cache.startswith("cache: memory") and "ok" in cache
     assert " ok " in rows["alpha"] and "client_secret_basic" in rows["alpha"] and "200" in rows["alpha"]
     assert "llm.chat" in rows["beta"]
     assert tokens.token_requests == 2 and gateway.authorized_requests == 2
@@ -71,7 +75,7 @@ def test_check_reports_the_failing_provider(
     config = write_config(tmp_path, providers)
     assert main(["check", "--config", config]) == 1
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    rows = {line.split()[0]: line for line in out.split("\n\n")[0].splitlines()[2:]}
     assert "invalid_client" in rows["beta"] and " ok " in rows["alpha"]
     assert "wrong-secret" not in out
 
@@ -163,3 +167,194 @@ def test_demo_runs_end_to_end() -> None:
     assert "gateway answered 401 once" in result.stdout
     assert "0 without a valid token" in result.stdout
     assert "demo-secret" not in result.stdout + result.stderr
+
+
+# The CLI's own runner, reporting at exit whether anything imported LiteLLM.
+_REPORTS_LITELLM = """
+import atexit, sys
+atexit.register(lambda: print("litellm imported:", "litellm" in sys.modules, file=sys.stderr))
+from litellm_oauth2.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _without_litellm(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "LITELLM_OAUTH2_CONFIG"}
+    env.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)  # a LiteLLM import would show its offline warning
+    return subprocess.run(
+        [sys.executable, "-c", _REPORTS_LITELLM, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_check_and_token_never_import_litellm(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path
+) -> None:
+    tokens, gateway = servers
+    good = write_config(tmp_path, good_providers(tokens, gateway))
+    (tmp_path / "bad").mkdir()
+    bad = write_config(
+        tmp_path / "bad",
+        {
+            "alpha": good_providers(tokens, gateway)["alpha"],
+            "beta": {"client_id": "x", "token_url": "ftp://x"},
+        },
+    )
+    runs = {
+        "check (config error)": (_without_litellm("check", "--config", bad), 2),
+        "check": (_without_litellm("check", "--config", good), 0),
+        "token": (_without_litellm("token", "alpha", "--config", good), 0),
+    }
+    for name, (result, code) in runs.items():
+        assert result.returncode == code, f"{name}: {result.stderr}"
+        assert result.stderr.strip().endswith("litellm imported: False"), f"{name}: {result.stderr}"
+        assert "cost map" not in result.stderr
+
+
+def test_load_config_never_imports_litellm(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "alpha": {"client_id": "x", "client_secret": "y", "token_url": "https://idp.example/t"},
+            "openai": {"client_id": "x", "client_secret": "y", "token_url": "https://idp.example/t"},
+            "beta": {"client_id": "x", "token_url": "ftp://x"},
+        },
+    )
+    script = (
+        "import sys\n"
+        "from litellm_oauth2.config import load_config\n"
+        "from litellm_oauth2.errors import OAuth2ConfigurationError\n"
+        "try:\n"
+        "    load_config(sys.argv[1])\n"
+        "except OAuth2ConfigurationError as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "print('litellm imported:', 'litellm' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, config], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.splitlines()[-1] == "litellm imported: False", result.stdout + result.stderr
+
+
+# -- the cache ----------------------------------------------------------------------------------
+
+PREFIX = "team_a:"
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def redis_config(path: Path, tokens: TokenServer, gateway: OpenAIUpstream, url: str) -> str:
+    file = path / "litellm_config.json"
+    cache = {"type": "redis", "url": url, "key_prefix": PREFIX}
+    file.write_text(json.dumps({"oauth2_providers": good_providers(tokens, gateway), "cache": cache}))
+    return str(file)
+
+
+def checker_url(port: int, password: str = SECRET) -> str:
+    return f"redis://checker:{quote(password, safe='')}@127.0.0.1:{port}/0"
+
+
+def assert_no_secret(text: str) -> None:
+    assert SECRET not in text and quote(SECRET, safe="") not in text and "other-secret" not in text
+
+
+def test_check_writes_and_reads_back_under_the_key_prefix(
+    servers: tuple[TokenServer, OpenAIUpstream],
+    redis_server: RedisServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tokens, gateway = servers
+    admin = redis_server.client()
+    # A user that may touch only keys under the configured prefix: a write elsewhere is refused.
+    admin.acl_setuser(
+        "checker",
+        enabled=True,
+        reset_passwords=True,
+        passwords=[f"+{SECRET}"],
+        keys=[f"{PREFIX}*"],
+        commands=["+@all"],
+    )
+    admin.config_resetstat()
+    config = redis_config(tmp_path, tokens, gateway, checker_url(redis_server.port))
+    assert main(["check", "--config", config, "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert report["ok"] is True and report["cache"]["ok"] is True, report["cache"]
+    assert report["cache"]["type"] == "redis"
+    stats = admin.info("commandstats")
+    assert all(stats.get(f"cmdstat_{name}", {}).get("calls") == 1 for name in ("set", "get", "del")), stats
+    assert admin.keys("*") == []  # the probe key is gone
+    assert f"127.0.0.1:{redis_server.port}" in out
+    assert_no_secret(out)
+
+
+def test_check_fails_on_a_refused_password_without_showing_it(
+    servers: tuple[TokenServer, OpenAIUpstream],
+    redis_server: RedisServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tokens, gateway = servers
+    admin = redis_server.client()
+    admin.acl_setuser(
+        "checker",
+        enabled=True,
+        reset_passwords=True,
+        passwords=["+another-password"],
+        keys=[f"{PREFIX}*"],
+        commands=["+@all"],
+    )
+    config = redis_config(tmp_path, tokens, gateway, checker_url(redis_server.port))
+    assert main(["check", "--config", config]) == 1
+    captured = capsys.readouterr()
+    cache = captured.out.split("\n\n")[1]
+    assert cache.startswith("cache: redis") and "FAILED" in cache and "Authentication" in cache, cache
+    assert f"redis://checker:***@127.0.0.1:{redis_server.port}/0" in cache
+    assert_no_secret(captured.out + captured.err)
+
+
+def test_check_fails_when_redis_is_unreachable(
+    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens, gateway = servers
+    config = redis_config(tmp_path, tokens, gateway, checker_url(free_port()))
+    assert main(["check", "--config", config, "--json"]) == 1
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert report["ok"] is False and report["cache"]["ok"] is False
+    assert all(row["ok"] for row in report["providers"])  # the providers themselves are fine
+    assert "unreachable" in report["cache"]["result"], report["cache"]
+    assert_no_secret(out)
+
+
+_BLOCKS_REDIS = """
+import sys
+class _NoRedis:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "redis":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, _NoRedis())
+from litellm_oauth2.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_check_fails_when_the_redis_extra_is_missing(
+    servers: tuple[TokenServer, OpenAIUpstream], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    tokens, gateway = servers
+    config = redis_config(tmp_path, tokens, gateway, checker_url(redis_server.port))
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCKS_REDIS, "check", "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "pip install 'litellm-oauth2[redis]'" in result.stdout, result.stdout + result.stderr
+    assert_no_secret(result.stdout + result.stderr)

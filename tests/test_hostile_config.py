@@ -49,12 +49,6 @@ def scratch() -> Iterator[Path]:
         yield Path(directory)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _builtin_names_loaded() -> None:
-    # The first provider validation imports LiteLLM; do it once, outside the timed examples.
-    OAuth2Config.from_dict(valid_config(1))
-
-
 # -- documents and their serialisation -----------------------------------------------------------
 
 
