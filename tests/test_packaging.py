@@ -68,7 +68,7 @@ except ImportError as exc:
 """
     result = run_plain(code, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "refused:" in result.stdout and "litellm-oauth2[jwt]" in result.stdout
+    assert "refused:" in result.stdout and "pip install PyJWT cryptography" in result.stdout
     assert "key_type='HS256'" in result.stdout
 
 

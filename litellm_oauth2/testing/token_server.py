@@ -182,8 +182,8 @@ def _require_jwt_extra(what: str) -> None:
         import jwt  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            f"{what} needs PyJWT and cryptography: pip install 'litellm-oauth2[jwt]'"
-            " (or use TokenServer(key_type='HS256'), which needs neither)",
+            f"{what} needs PyJWT and cryptography (the jwt extra): pip install PyJWT cryptography,"
+            " or use TokenServer(key_type='HS256'), which needs neither",
             name=exc.name,
         ) from exc
 
