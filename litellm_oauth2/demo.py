@@ -1,8 +1,9 @@
 """``litellm-oauth2 demo``: the main job, end to end, with nothing to configure.
 
 Starts the loopback token server and OpenAI-compatible gateway from ``litellm_oauth2.testing``,
-writes a ``litellm_config.json`` for them, switches the plugin on and sends real LiteLLM calls
-for ``demo_provider/...``, checking each step against the counts both servers keep.
+writes a ``litellm_config.json`` for them (kept and shown, as a template to copy), switches the
+plugin on and sends real LiteLLM calls for ``demo_provider/...``, checking each step against the
+counts both servers keep. HS256 tokens keep it to a plain install: no PyJWT or cryptography.
 """
 
 from __future__ import annotations
@@ -35,21 +36,21 @@ def _expect(condition: bool, what: str) -> None:
 def run_demo() -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     started = time.monotonic()
-    with TokenServer(token_lifetime=TOKEN_LIFETIME) as tokens, OpenAIUpstream(tokens) as gateway:
+    token_server = TokenServer(token_lifetime=TOKEN_LIFETIME, key_type="HS256")
+    with token_server as tokens, OpenAIUpstream(tokens) as gateway:
         tokens.add_client(DEMO_CLIENT_ID, DEMO_SECRET)
-        with tempfile.TemporaryDirectory() as workdir:
-            config_file = Path(workdir) / "litellm_config.json"
-            config_file.write_text(json.dumps(_config(tokens, gateway), indent=2))
-            print(f"1. Loopback OAuth2 token server at {tokens.token_url}")
-            print(
-                f"   OpenAI-compatible gateway at {gateway.base_url} (accepts only tokens from that server)"
-            )
-            print(f"   wrote {config_file.name} with provider 'demo_provider'")
-            try:
-                _steps(config_file, tokens, gateway)
-            except DemoFailure as exc:
-                print(f"\nFAILED: {exc}")
-                return 1
+        config_file = Path(tempfile.mkdtemp(prefix="litellm-oauth2-demo-")) / "litellm_config.json"
+        config_text = json.dumps(_config(tokens, gateway), indent=2)
+        config_file.write_text(config_text)
+        print(f"1. Loopback OAuth2 token server at {tokens.token_url}")
+        print(f"   OpenAI-compatible gateway at {gateway.base_url} (accepts only tokens from that server)")
+        print(f"   config used (kept at {config_file}):")
+        print(config_text)
+        try:
+            _steps(config_file, tokens, gateway)
+        except DemoFailure as exc:
+            print(f"\nFAILED: {exc}")
+            return 1
     print(f"\nAll steps passed in {time.monotonic() - started:.1f} s.")
     return 0
 

@@ -442,8 +442,35 @@ def test_ec_server_and_custom_issuer(http: requests.Session) -> None:
         claims = ec_server.verify_access_token(reply["access_token"])
         assert claims is not None and claims["iss"] == "https://issuer.example"
         assert http.get(ec_server.jwks_url).json()["keys"][0]["crv"] == "P-256"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="HS256"):
         TokenServer(key_type="DSA")
+
+
+def test_hs256_server_and_gateway_share_a_key_and_refuse_everything_else(http: requests.Session) -> None:
+    with TokenServer(key_type="HS256") as hs, OpenAIUpstream(hs) as gateway:
+        hs.add_client("alice", "alice-secret")
+        assert http.get(hs.jwks_url).json() == {"keys": []}  # a shared key is never published
+        issued = token(hs, http)
+        assert jwt.get_unverified_header(issued)["alg"] == "HS256"
+        assert (
+            jwt.decode(issued, hs.shared_key, algorithms=["HS256"], audience="litellm-oauth2-test")["sub"]
+            == "alice"
+        )
+        models = gateway.base_url + "/models"
+        assert http.get(models, headers=bearer(issued)).status_code == 200
+        head, body, _ = issued.split(".")
+        unsigned = jwt.encode({"sub": "x", "exp": time.time() + 60}, None, algorithm="none")
+        forged = jwt.encode({"sub": "x", "exp": time.time() + 60}, b"k" * 32, algorithm="HS256")
+        hs.token_lifetime = -5
+        expired = token(hs, http)
+        for bad in [unsigned, forged, f"{head}.{body}.", expired, "a.b", issued + "x"]:
+            reply = http.get(models, headers=bearer(bad))
+            assert reply.status_code == 401, bad
+            assert hs.verify_access_token(bad) is None, bad
+        assert "expired" in http.get(models, headers=bearer(expired)).headers["WWW-Authenticate"]
+        hs.revoke(issued)
+        assert http.get(models, headers=bearer(issued)).status_code == 401
+        assert gateway.authorized_requests == 1
 
 
 def test_token_lifetime_and_verification(server: TokenServer, http: requests.Session) -> None:

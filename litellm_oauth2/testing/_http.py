@@ -142,14 +142,16 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, respond: Callable[[RecordedRequest], Response], closing: threading.Event) -> None:
+    def __init__(
+        self, respond: Callable[[RecordedRequest], Response], closing: threading.Event, port: int
+    ) -> None:
         self.respond = respond
         self.closing = closing
         self._connections_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._to_reset: set[socket.socket] = set()
         self._handler_threads: list[threading.Thread] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can stall for seconds.
@@ -209,9 +211,10 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """Base for the test servers: binds 127.0.0.1 on a free port in a daemon thread."""
+    """Base for the test servers: binds 127.0.0.1 on ``port`` (0: a free one) in a daemon thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
+        self.port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lifecycle_lock = threading.Lock()
@@ -232,7 +235,7 @@ class LoopbackServer:
         with self._lifecycle_lock:
             if self._httpd is None:
                 self._closing.clear()
-                self._httpd = _HTTPServer(self.respond, self._closing)
+                self._httpd = _HTTPServer(self.respond, self._closing, self.port)
                 # A short poll interval keeps close() fast: shutdown() waits for the next poll.
                 self._thread = threading.Thread(
                     target=self._httpd.serve_forever,

@@ -2,6 +2,9 @@
 
 Tests, the CLI demo and users' own suites point the plugin at it to exercise every client
 authentication method and every way a token endpoint can misbehave, over real HTTP.
+
+HS256 access tokens need only the standard library, so the demo runs on a plain install; RS256 and
+ES256 tokens (published at ``/jwks``) and ``private_key_jwt`` clients need the ``jwt`` extra.
 """
 
 from __future__ import annotations
@@ -17,15 +20,14 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote_plus, urlsplit
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-
+from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, _Handler, json_response, media_type
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_AUDIENCE = "litellm-oauth2-test"
@@ -49,6 +51,7 @@ _RSA_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
 _EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _HUGE_PADDING = 2 * 1024 * 1024 + 1
+KEY_TYPES = ("RSA", "EC", "HS256")
 
 # An injected fault answers the request itself, or returns None to let it be served normally.
 _Fault = Callable[[RecordedRequest, str | None], Response | None]
@@ -161,7 +164,7 @@ class _OAuthError(Exception):
 class _Client:
     client_id: str
     secret: str | None
-    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None  # set only with the jwt extra
     allowed_scopes: frozenset[str] | None
     refresh_token: str | None
     rotate_refresh_token: bool
@@ -170,6 +173,19 @@ class _Client:
 def _number(value: float) -> int | float:
     """``expires_in`` as an int when integral, as most real servers send it."""
     return int(value) if float(value).is_integer() else value
+
+
+def _require_jwt_extra(what: str) -> None:
+    """Raises ``ImportError`` naming the extra when PyJWT or cryptography is missing."""
+    try:
+        import cryptography  # noqa: F401
+        import jwt  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs PyJWT and cryptography (the jwt extra): pip install PyJWT cryptography,"
+            " or use TokenServer(key_type='HS256'), which needs neither",
+            name=exc.name,
+        ) from exc
 
 
 def _oauth_error(
@@ -184,12 +200,22 @@ class TokenServer(LoopbackServer):
 
     Serves ``POST /token``, ``GET /jwks`` and ``GET /.well-known/openid-configuration``. Every
     ``/token`` request is counted and recorded, including rejected ones and injected faults.
+    ``key_type`` ``"RSA"`` (RS256) or ``"EC"`` (ES256) publishes the public key at ``/jwks`` and
+    needs the ``jwt`` extra (``ImportError`` otherwise); ``"HS256"`` signs with ``shared_key``,
+    which a gateway must be given, and publishes no key. ``port`` 0 (the default) takes a free one.
     """
 
     def __init__(
-        self, *, token_lifetime: float = 3600.0, issuer: str | None = None, key_type: str = "RSA"
+        self,
+        *,
+        token_lifetime: float = 3600.0,
+        issuer: str | None = None,
+        key_type: str = "RSA",
+        port: int = 0,
     ) -> None:
-        super().__init__()
+        if key_type not in KEY_TYPES:
+            raise ValueError(f"key_type must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
+        super().__init__(port=port)
         self.token_lifetime = token_lifetime
         """Seconds; returned as ``expires_in`` and used for ``exp``. May be changed at any time."""
         self.exp_lifetime: float | None = None
@@ -199,18 +225,17 @@ class TokenServer(LoopbackServer):
         """Seconds every ``/token`` request waits before being answered (on top of ``delay_next``)."""
         self._issuer = issuer
         self._kid = uuid.uuid4().hex[:16]
-        if key_type == "RSA":
-            self._key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = rsa.generate_private_key(65537, 2048)
-            self._algorithm = "RS256"
-            jwk = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
-        elif key_type == "EC":
-            self._key = ec.generate_private_key(ec.SECP256R1())
-            self._algorithm = "ES256"
-            jwk = ECAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        self.shared_key: bytes | None = None
+        """The HS256 signing key (``None`` for RSA and EC): what a gateway checking these tokens is given."""
+        self._key: Any = None
+        self._jwks: dict[str, list[dict[str, Any]]] = {"keys": []}
+        if key_type == "HS256":
+            self.shared_key = secrets.token_bytes(32)
+            self.algorithm = "HS256"
         else:
-            raise ValueError(f"key_type must be 'RSA' or 'EC', not {key_type!r}")
-        assert isinstance(jwk, dict)
-        self._jwks = {"keys": [{**jwk, "kid": self._kid, "use": "sig", "alg": self._algorithm}]}
+            _require_jwt_extra(f"TokenServer(key_type={key_type!r})")
+            self._key, self.algorithm, jwk = _asymmetric_key(key_type)
+            self._jwks["keys"].append({**jwk, "kid": self._kid, "use": "sig", "alg": self.algorithm})
         self._lock = threading.Lock()
         self._clients: dict[str, _Client] = {}
         self._faults: deque[_Fault] = deque()
@@ -259,6 +284,10 @@ class TokenServer(LoopbackServer):
         """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt."""
         public_key = None
         if public_key_pem is not None:
+            _require_jwt_extra("a private_key_jwt client (public_key_pem)")
+            from cryptography.hazmat.primitives.asymmetric import ec, rsa
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
             loaded = load_pem_public_key(
                 public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
             )
@@ -304,13 +333,8 @@ class TokenServer(LoopbackServer):
     def verify_access_token(self, token: str) -> dict[str, Any] | None:
         """Claims of ``token`` if signed by this server, unexpired and not revoked; else ``None``."""
         try:
-            claims = jwt.decode(
-                token,
-                self._key.public_key(),
-                algorithms=[self._algorithm],
-                options={"verify_aud": False, "require": ["exp"]},
-            )
-        except jwt.PyJWTError:
+            claims = self._verify_signature(token)
+        except _jwt.InvalidToken:
             return None
         if self.is_revoked(token) or self.is_revoked(str(claims.get("jti", ""))):
             return None
@@ -319,8 +343,8 @@ class TokenServer(LoopbackServer):
     def revoke(self, token: str) -> None:
         """Make ``token`` (and any token sharing its ``jti``) invalid from now on."""
         try:
-            jti = jwt.decode(token, options={"verify_signature": False}).get("jti")
-        except jwt.PyJWTError:
+            jti = _jwt.unverified_claims(token).get("jti")
+        except _jwt.InvalidToken:
             jti = None
         with self._lock:
             self._revoked.add(token)
@@ -459,8 +483,8 @@ class TokenServer(LoopbackServer):
             return form_client_id[0]
         if assertion := request.form.get("client_assertion"):
             try:
-                issuer = jwt.decode(assertion[0], options={"verify_signature": False}).get("iss")
-            except jwt.PyJWTError:
+                issuer = _jwt.unverified_claims(assertion[0]).get("iss")
+            except _jwt.InvalidToken:
                 return None
             return issuer if isinstance(issuer, str) else None
         return None
@@ -533,13 +557,16 @@ class TokenServer(LoopbackServer):
         if params.get("client_assertion_type") != JWT_BEARER_ASSERTION or not assertion:
             return None
         try:
-            claimed = jwt.decode(assertion, options={"verify_signature": False})
-        except jwt.PyJWTError:
+            claimed = _jwt.unverified_claims(assertion)
+        except _jwt.InvalidToken:
             return None
         with self._lock:
             client = self._clients.get(params.get("client_id") or str(claimed.get("iss")))
         if client is None or client.public_key is None:
             return None
+        import jwt  # present: add_client needed it to load the public key
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         try:
             claims = jwt.decode(
                 assertion,
@@ -609,7 +636,7 @@ class TokenServer(LoopbackServer):
         }
         if scope:
             claims["scope"] = scope
-        token = jwt.encode(claims, self._key, algorithm=self._algorithm, headers={"kid": self._kid})
+        token = self._sign(claims)
         with self._lock:
             self._issued.append(token)
         payload: dict[str, Any] = {
@@ -620,6 +647,30 @@ class TokenServer(LoopbackServer):
         if scope:
             payload["scope"] = scope
         return payload
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        if self.shared_key is not None:
+            return _jwt.encode_hs256(claims, self.shared_key, {"kid": self._kid})
+        import jwt
+
+        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers={"kid": self._kid})
+
+    def _verify_signature(self, token: str) -> dict[str, Any]:
+        """Claims of a token this server signed that has not expired; raises ``_jwt.InvalidToken``."""
+        if self.shared_key is not None:
+            return _jwt.decode_hs256(token, self.shared_key)
+        import jwt
+
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key.public_key(),
+                algorithms=[self.algorithm],
+                options={"verify_aud": False, "require": ["exp"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise _jwt.InvalidToken(str(exc)) from exc
+        return claims
 
     def _malformed(self, kind: str, request: RecordedRequest, client_id: str | None) -> Response:
         if kind == "non_json":
@@ -651,3 +702,15 @@ class TokenServer(LoopbackServer):
         else:  # "no_expires_in": the JWT still carries exp
             del payload["expires_in"]
         return json_response(200, payload, _NO_STORE)
+
+
+def _asymmetric_key(key_type: str) -> tuple[Any, str, dict[str, Any]]:
+    """A new private key, its JWS algorithm and its public JWK (needs the ``jwt`` extra)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    if key_type == "RSA":
+        rsa_key = rsa.generate_private_key(65537, 2048)
+        return rsa_key, "RS256", RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    return ec_key, "ES256", ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True)

@@ -1,7 +1,8 @@
 """An OpenAI-compatible fake LLM gateway on loopback that only answers valid bearer tokens.
 
-It validates tokens the way a real gateway does (JWKS fetched over HTTP, expiry, audience,
-revocation), so tests prove that the plugin's tokens are actually accepted on the wire.
+It validates tokens the way a real gateway does (the issuer's JWKS fetched over HTTP, or the
+HS256 key it shares with the issuer; expiry, audience, revocation), so tests prove that the
+plugin's tokens are actually accepted on the wire.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import time
 import urllib.request
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jwt
-
+from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, json_response
 from .token_server import TokenServer
+
+if TYPE_CHECKING:
+    import jwt
 
 MODEL_ID = "test-model"
 _EMBEDDING_DIMENSIONS = 8
@@ -55,7 +58,8 @@ class OpenAIUpstream(LoopbackServer):
     """Serves ``POST /v1/chat/completions`` (JSON and SSE), ``POST /v1/embeddings`` and ``GET /v1/models``.
 
     Accepts ``Authorization: Bearer <jwt>`` issued by ``token_server`` (checked against its JWKS
-    fetched over HTTP, plus its revocation list) and, if set, ``Bearer <static_api_key>``.
+    fetched over HTTP, or its ``shared_key`` for HS256, plus its revocation list) and, if set,
+    ``Bearer <static_api_key>``.
     """
 
     def __init__(
@@ -201,17 +205,16 @@ class OpenAIUpstream(LoopbackServer):
         if self.token_server is None:
             raise _Rejected("unknown api key")
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError as exc:
-            raise _Rejected(f"malformed token: {exc}") from exc
-        key = self._signing_key(self.token_server, kid) if isinstance(kid, str) else None
-        if key is None:
-            raise _Rejected("unknown signing key")
+            kid = _jwt.unverified_header(token).get("kid")
+        except _jwt.InvalidToken as exc:
+            raise _Rejected(str(exc)) from exc
+        shared_key = self.token_server.shared_key
         try:
-            claims = jwt.decode(
-                token, key, algorithms=[key.algorithm_name], options={"verify_aud": False, "require": ["exp"]}
-            )
-        except jwt.PyJWTError as exc:
+            if shared_key is not None:  # the algorithm is the issuer's, whatever the token's header says
+                claims = _jwt.decode_hs256(token, shared_key)
+            else:
+                claims = self._verify_with_jwks(self.token_server, token, kid)
+        except _jwt.InvalidToken as exc:
             raise _Rejected(str(exc)) from exc
         if self.token_server.is_revoked(str(claims.get("jti") or token)):
             raise _Rejected("token has been revoked")
@@ -222,8 +225,25 @@ class OpenAIUpstream(LoopbackServer):
                 raise _Rejected("token audience does not include this gateway")
         return claims
 
+    def _verify_with_jwks(self, token_server: TokenServer, token: str, kid: object) -> dict[str, Any]:
+        """RS256/ES256 claims; raises ``_jwt.InvalidToken`` or ``_Rejected`` (a server with these keys has PyJWT)."""
+        import jwt
+
+        key = self._signing_key(token_server, kid) if isinstance(kid, str) else None
+        if key is None:
+            raise _Rejected("unknown signing key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=[key.algorithm_name], options={"verify_aud": False, "require": ["exp"]}
+            )
+        except jwt.PyJWTError as exc:
+            raise _jwt.InvalidToken(str(exc)) from exc
+        return claims
+
     def _signing_key(self, token_server: TokenServer, kid: str) -> jwt.PyJWK | None:
         """JWKS fetched lazily over HTTP and cached; refetched once when a new ``kid`` shows up."""
+        import jwt
+
         with self._jwks_lock:
             if self._jwks is None or kid not in self._jwks:
                 try:
