@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from litellm_oauth2 import OAuth2AuthenticationError, TokenCache
 from litellm_oauth2.cache import (
     MIN_TOKEN_LIFETIME_SECONDS,
     REFETCH_AFTER_401_SECONDS,
+    STORE_SLACK_SECONDS,
     InMemoryTokenStore,
+    max_fetch_seconds,
 )
 from litellm_oauth2.config import ProviderSettings, RetrySettings
 from litellm_oauth2.testing import TokenServer
@@ -103,6 +106,47 @@ def test_cancelling_one_waiter_leaves_the_others_their_token(server: TokenServer
     assert len(results) == 6 and all(isinstance(r, str) for r in results), results
     assert len(set(results)) == 1 and server.verify_access_token(results[0]) is not None
     assert server.token_requests == before + 1
+
+
+class _StuckLockStore(InMemoryTokenStore):
+    """A shared store whose lock never returns until released, like a distributed lock that hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @contextmanager
+    def lock(self, key: str, settings: ProviderSettings) -> Iterator[None]:
+        self.entered.set()
+        self.release.wait()
+        yield
+
+
+@pytest.mark.parametrize("caller", ["thread", "asyncio task"])
+def test_waiting_on_a_flight_that_never_ends_gives_up_after_its_longest_time(
+    server: TokenServer, caller: str
+) -> None:
+    store = _StuckLockStore()
+    settings = provider_dict(server.token_url, timeout_seconds=0.5, retry={"attempts": 0})
+    cache = TokenCache(config_of({"idp": settings}), store=store)
+    bound = 2 * max_fetch_seconds(cache._slots["idp"].settings) + STORE_SLACK_SECONDS
+    stuck, _ = in_thread(lambda: cache.get_token("idp"))
+    try:
+        assert store.entered.wait(WAIT)
+        if caller == "thread":
+            waiter, outcome = in_thread(lambda: cache.get_token("idp"))
+        else:
+            waiter, outcome = in_thread(lambda: asyncio.run(cache.aget_token("idp")))
+        waiter.join(bound + WAIT)
+        assert outcome, f"the caller was still waiting {bound + WAIT:.0f} s later"
+        error = outcome[0]
+        assert isinstance(error, OAuth2AuthenticationError) and error.provider == "idp", error
+        assert "no token after waiting" in str(error)
+    finally:
+        store.release.set()
+        stuck.join(WAIT)
+    assert server.verify_access_token(cache.get_token("idp")) is not None
 
 
 # -- 14.5: a fetch thread that cannot start ------------------------------------------------------
@@ -330,6 +374,29 @@ def test_a_gateway_refusing_every_token_does_not_drive_one_token_request_per_cal
         cache.get_token("idp")
     elapsed = time.monotonic() - started
     assert server.token_requests <= 2 + elapsed / REFETCH_AFTER_401_SECONDS
+
+
+def test_litellm_calls_to_a_gateway_refusing_every_token_make_bounded_token_requests() -> None:
+    import litellm
+
+    from litellm_oauth2 import OAuth2Handler
+    from litellm_oauth2.testing import OpenAIUpstream
+
+    with TokenServer() as tokens, OpenAIUpstream(tokens) as upstream:
+        tokens.add_client("test-client", SECRET)
+        config = config_of({"refusing_gw": provider_dict(tokens.token_url, api_base=upstream.base_url)})
+        handler = OAuth2Handler(config=config)
+        try:
+            upstream.fail_next(1000, 401)
+            started = time.monotonic()
+            for _ in range(50):
+                with pytest.raises(litellm.AuthenticationError):
+                    litellm.completion(model="refusing_gw/m", messages=[{"role": "user", "content": "hi"}])
+            elapsed = time.monotonic() - started
+        finally:
+            handler.close()
+    assert upstream.requests == 100  # each call: the request and its one retry after the 401
+    assert tokens.token_requests <= 2 + elapsed / REFETCH_AFTER_401_SECONDS
 
 
 def test_a_401_after_the_backoff_fetches_again(server: TokenServer) -> None:
