@@ -321,8 +321,8 @@ class TokenCache:
         if first_hold is not None:
             if first_hold:
                 logger.warning(
-                    "provider %s: the gateway refused a token requested after a refusal %.1f s ago; "
-                    "keeping it, no new token request for %g s after a refusal",
+                    "provider %s: the gateway also refused the token requested after its refusal "
+                    "%.1f s ago; keeping it: at most one token request per %g s after refusals",
                     provider,
                     now - slot.invalidated_at,
                     REFETCH_AFTER_401_SECONDS,

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from litellm_oauth2 import OAuth2AuthenticationError, TokenCache
 from litellm_oauth2.cache import (
     MIN_TOKEN_LIFETIME_SECONDS,
     REFETCH_AFTER_401_SECONDS,
+    STORE_SLACK_SECONDS,
     InMemoryTokenStore,
+    max_fetch_seconds,
 )
 from litellm_oauth2.config import ProviderSettings, RetrySettings
 from litellm_oauth2.testing import TokenServer
@@ -79,16 +82,19 @@ def test_cancelling_one_waiter_leaves_the_others_their_token(server: TokenServer
         else:
             cache.invalidate("idp", first)
     before, waits = server.token_requests, cache.stats("idp").waits
-    server.delay_next(1, 1.0)
+    server.delay_next(1, 3.0)  # the fetch is still running when the victim is cancelled
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
     async def main() -> tuple[list[Any], BaseException | None]:
         victim = asyncio.create_task(cache.aget_token("idp"))
         others = [asyncio.create_task(cache.aget_token("idp")) for _ in range(5)]
-        while server.token_requests == before:
-            await asyncio.sleep(0.005)
+        await until(lambda: server.token_requests > before)
         sync_thread, sync_outcome = in_thread(lambda: cache.get_token("idp"))
-        while cache.stats("idp").waits < waits + 7:
-            await asyncio.sleep(0.005)
+        await until(lambda: cache.stats("idp").waits >= waits + 7)
         victim.cancel()
         results: list[Any] = await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), WAIT)
         await asyncio.to_thread(sync_thread.join, WAIT)
@@ -103,6 +109,47 @@ def test_cancelling_one_waiter_leaves_the_others_their_token(server: TokenServer
     assert len(results) == 6 and all(isinstance(r, str) for r in results), results
     assert len(set(results)) == 1 and server.verify_access_token(results[0]) is not None
     assert server.token_requests == before + 1
+
+
+class _StuckLockStore(InMemoryTokenStore):
+    """A shared store whose lock never returns until released, like a distributed lock that hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @contextmanager
+    def lock(self, key: str, settings: ProviderSettings) -> Iterator[None]:
+        self.entered.set()
+        self.release.wait()
+        yield
+
+
+@pytest.mark.parametrize("caller", ["thread", "asyncio task"])
+def test_waiting_on_a_flight_that_never_ends_gives_up_after_its_longest_time(
+    server: TokenServer, caller: str
+) -> None:
+    store = _StuckLockStore()
+    settings = provider_dict(server.token_url, timeout_seconds=0.5, retry={"attempts": 0})
+    cache = TokenCache(config_of({"idp": settings}), store=store)
+    bound = 2 * max_fetch_seconds(cache._slots["idp"].settings) + STORE_SLACK_SECONDS
+    stuck, _ = in_thread(lambda: cache.get_token("idp"))
+    try:
+        assert store.entered.wait(WAIT)
+        if caller == "thread":
+            waiter, outcome = in_thread(lambda: cache.get_token("idp"))
+        else:
+            waiter, outcome = in_thread(lambda: asyncio.run(cache.aget_token("idp")))
+        waiter.join(bound + WAIT)
+        assert outcome, f"the caller was still waiting {bound + WAIT:.0f} s later"
+        error = outcome[0]
+        assert isinstance(error, OAuth2AuthenticationError) and error.provider == "idp", error
+        assert "no token after waiting" in str(error)
+    finally:
+        store.release.set()
+        stuck.join(WAIT)
+    assert server.verify_access_token(cache.get_token("idp")) is not None
 
 
 # -- 14.5: a fetch thread that cannot start ------------------------------------------------------
@@ -145,7 +192,7 @@ def test_a_fetch_thread_that_cannot_start_fails_that_call_and_the_next_one_retri
 def test_a_refresh_thread_that_cannot_start_keeps_the_token_and_is_retried(
     server: TokenServer, failing_thread_start: list[int]
 ) -> None:
-    server.token_lifetime = 3.0
+    server.token_lifetime = 8.0  # 2 s between the refresh window and expiry: room for a slow machine
     cache = make_cache(server, expiry_buffer_seconds=0)
     first = cache.get_token("idp")
     slot = cache._slots["idp"]
@@ -290,14 +337,14 @@ def test_errors_name_the_provider_the_caller_asked_for(server: TokenServer) -> N
         config_of({"first": provider_dict(server.token_url), "second": provider_dict(server.token_url)}),
         store=InMemoryTokenStore(),
     )
-    server.fail_next(1, status=401, error="invalid_client")
-    for name in ("second", "first", "second"):  # a fetch, then the shared failure twice
+    server.fail_next(100, status=401, error="invalid_client")
+    for name in ("second", "first", "second"):  # a fetch, then (within 1 s) the shared failure twice
         with pytest.raises(OAuth2AuthenticationError) as info:
             cache.get_token(name)
         other = "first" if name == "second" else "second"
         assert info.value.provider == name and f"provider '{name}'" in str(info.value)
         assert f"'{other}'" not in str(info.value) and info.value.error == "invalid_client"
-    assert server.token_requests == 1
+    assert server.token_requests <= 3
 
 
 # -- 14.12: bounded load on the identity provider ------------------------------------------------
@@ -330,6 +377,29 @@ def test_a_gateway_refusing_every_token_does_not_drive_one_token_request_per_cal
         cache.get_token("idp")
     elapsed = time.monotonic() - started
     assert server.token_requests <= 2 + elapsed / REFETCH_AFTER_401_SECONDS
+
+
+def test_litellm_calls_to_a_gateway_refusing_every_token_make_bounded_token_requests() -> None:
+    import litellm
+
+    from litellm_oauth2 import OAuth2Handler
+    from litellm_oauth2.testing import OpenAIUpstream
+
+    with TokenServer() as tokens, OpenAIUpstream(tokens) as upstream:
+        tokens.add_client("test-client", SECRET)
+        config = config_of({"refusing_gw": provider_dict(tokens.token_url, api_base=upstream.base_url)})
+        handler = OAuth2Handler(config=config)
+        try:
+            upstream.fail_next(1000, 401)
+            started = time.monotonic()
+            for _ in range(50):
+                with pytest.raises(litellm.AuthenticationError):
+                    litellm.completion(model="refusing_gw/m", messages=[{"role": "user", "content": "hi"}])
+            elapsed = time.monotonic() - started
+        finally:
+            handler.close()
+    assert upstream.requests == 100  # each call: the request and its one retry after the 401
+    assert tokens.token_requests <= 2 + elapsed / REFETCH_AFTER_401_SECONDS
 
 
 def test_a_401_after_the_backoff_fetches_again(server: TokenServer) -> None:
