@@ -331,17 +331,26 @@ def test_check_fails_on_a_refused_password_without_showing_it(
     assert_no_secret(captured.out + captured.err)
 
 
+@pytest.mark.parametrize("password_in", ["user info", "query"])
 def test_check_fails_when_redis_is_unreachable(
-    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    servers: tuple[TokenServer, OpenAIUpstream],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    password_in: str,
 ) -> None:
     tokens, gateway = servers
-    config = redis_config(tmp_path, tokens, gateway, checker_url(free_port()))
+    port = free_port()
+    url = checker_url(port)
+    if password_in == "query":
+        url = f"redis://127.0.0.1:{port}/0?password={quote(SECRET, safe='')}&socket_keepalive=true"
+    config = redis_config(tmp_path, tokens, gateway, url)
     assert main(["check", "--config", config, "--json"]) == 1
     out = capsys.readouterr().out
     report = json.loads(out)
     assert report["ok"] is False and report["cache"]["ok"] is False
     assert all(row["ok"] for row in report["providers"])  # the providers themselves are fine
     assert "unreachable" in report["cache"]["result"], report["cache"]
+    assert f"127.0.0.1:{port}" in report["cache"]["location"] and "***" in report["cache"]["location"]
     assert_no_secret(out)
 
 
