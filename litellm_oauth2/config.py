@@ -649,7 +649,12 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> OAuth2Config:
-    """Read, parse and validate the configuration file (JSON, or YAML for .yaml/.yml)."""
+    """Read, parse and validate the configuration file (JSON, or YAML for .yaml/.yml).
+
+    Raises:
+        OAuth2ConfigurationError: the file cannot be read or parsed, or it has problems, all of
+            them in ``problems`` (an ``OAuth2ValidationError`` when each is a value not allowed).
+    """
     file = config_path(path)
     try:
         with file.open("rb") as handle:
