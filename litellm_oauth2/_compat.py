@@ -31,6 +31,7 @@ from litellm.constants import openai_compatible_providers
 from litellm.llms.openai_like.json_loader import JSONProviderRegistry
 from litellm.types.utils import LlmProvidersSet
 
+from .config import combined_error
 from .errors import OAuth2ConfigurationError, OAuth2ValidationError
 
 __all__ = ["check_provider_names", "litellm_routed_names"]
@@ -53,7 +54,7 @@ def check_provider_names(names: Iterable[str]) -> None:
     Such a provider would never see its calls: they would leave without its token.
 
     Raises:
-        OAuth2ValidationError: listing every such name (the keys under ``oauth2_providers``).
+        OAuth2ValidationError: naming every such name (a key under ``oauth2_providers``).
     """
     routed = litellm_routed_names()
     problems: list[OAuth2ConfigurationError] = [
@@ -67,12 +68,5 @@ def check_provider_names(names: Iterable[str]) -> None:
         for name in names
         if name in routed
     ]
-    if len(problems) == 1:
-        raise problems[0]
     if problems:
-        listed = "\n".join(f"  {problem.message}" for problem in problems)
-        raise OAuth2ValidationError(
-            f"{len(problems)} provider names are LiteLLM's own:\n{listed}",
-            field="oauth2_providers",
-            problems=problems,
-        )
+        raise combined_error(problems, "oauth2_providers")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import requests
 
@@ -150,21 +150,28 @@ def check_cache(settings: MemoryCacheSettings | RedisCacheSettings) -> CacheChec
 
 
 def _without_password(url: str) -> str:
+    """The URL as shown: a password in it (``user:password@`` or ``?password=``) becomes ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    return parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}").geturl()
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        "password=***" if item.partition("=")[0] == "password" else item for item in parts.query.split("&")
+    )
+    return parts._replace(netloc=netloc, query=query if parts.query else "").geturl()
 
 
 def _redis_reason(exc: BaseException, url: str) -> str:
-    """The exception's class and text, with the URL's password (as written and decoded) blanked."""
-    text = f"{type(exc).__name__}: {exc}"
+    """The exception's class and text, with any password of the URL (as written and decoded) blanked."""
     parts = urlsplit(url)
-    raw_password = parts.netloc.rpartition("@")[0].partition(":")[2]
-    for secret in (raw_password, parts.password):
-        if secret:
-            text = text.replace(secret, "***")
+    secrets_in_url = {parts.netloc.rpartition("@")[0].partition(":")[2], parts.password or ""}
+    for item in parts.query.split("&"):
+        name, _, value = item.partition("=")
+        if name == "password":
+            secrets_in_url.update((value, unquote_plus(value)))
+    text = f"{type(exc).__name__}: {exc}"
+    for secret in sorted(filter(None, secrets_in_url), key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
 
 

@@ -3,6 +3,13 @@
 Every problem found while loading becomes an ``OAuth2ConfigurationError`` (or its
 ``OAuth2ValidationError`` subclass) whose message names the provider and the field and
 never contains a configured value, since the value may be a secret.
+
+Loading reports every problem at once (every provider, every field, the cache section and
+unknown keys), one per provider and field, in ``error.problems``; the error raised is an
+``OAuth2ValidationError`` only when every problem is a value that is not allowed.
+
+The core never imports LiteLLM: refusing the provider names LiteLLM routes itself happens
+when the handler registers the providers (``_compat.check_provider_names``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +31,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -141,7 +149,10 @@ class ProviderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
+    # Field order matters: a field validator sees only the fields declared above it
+    # (allow_insecure_http for the URLs; the credentials for token_endpoint_auth_method).
     provider_name: str
+    allow_insecure_http: bool = False
     client_id: Annotated[str, Field(min_length=1)]
     client_secret: SecretStr | None = None
     token_url: str
@@ -150,10 +161,10 @@ class ProviderSettings(BaseModel):
     audience: str | None = None
     resource: tuple[str, ...] = ()
     extra_token_params: dict[str, str] = Field(default_factory=dict)
-    token_endpoint_auth_method: AuthMethod = "client_secret_basic"
-    basic_auth_encoding: Literal["rfc6749", "raw"] = "rfc6749"
     private_key: SecretStr | None = None
     private_key_path: str | None = None
+    token_endpoint_auth_method: Annotated[AuthMethod, Field(validate_default=True)] = "client_secret_basic"
+    basic_auth_encoding: Literal["rfc6749", "raw"] = "rfc6749"
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
     key_id: str | None = None
     api_base: str | None = None
@@ -162,7 +173,6 @@ class ProviderSettings(BaseModel):
     default_expires_in: Annotated[float, Field(gt=0, le=31_536_000)] = 3600.0
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
     verify: bool | str = True
-    allow_insecure_http: bool = False
     retry: RetrySettings = Field(default_factory=RetrySettings)
 
     @field_validator("provider_name")
@@ -256,27 +266,33 @@ class ProviderSettings(BaseModel):
             raise ValueError("names a CA bundle file that does not exist; use true, false or a PEM file path")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ProviderSettings:
-        for field in ("token_url", "api_base"):
-            url = getattr(self, field)
-            if url is not None:
-                try:
-                    check_http_url(url, allow_insecure_http=self.allow_insecure_http)
-                except ValueError as exc:
-                    raise FieldError(field, str(exc)) from None
-        if self.token_endpoint_auth_method == "private_key_jwt":
-            if (self.private_key is None) == (self.private_key_path is None):
+    @field_validator("token_url", "api_base")
+    @classmethod
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        # Absent when allow_insecure_http was invalid itself: that field alone is blamed.
+        return check_http_url(value, allow_insecure_http=info.data.get("allow_insecure_http", True))
+
+    @field_validator("token_endpoint_auth_method")
+    @classmethod
+    def _credentials_for(cls, method: AuthMethod, info: ValidationInfo) -> AuthMethod:
+        # A credential field missing from info.data was invalid itself and is blamed already.
+        data = info.data
+        if method == "private_key_jwt":
+            keys = [data[field] for field in ("private_key", "private_key_path") if field in data]
+            if len(keys) == 2 and (keys[0] is None) == (keys[1] is None):
                 raise FieldError(
                     "private_key", "private_key_jwt needs exactly one of private_key or private_key_path"
                 )
-        elif self.client_secret is None or not self.client_secret.get_secret_value():
-            raise FieldError(
-                "client_secret",
-                f"is required for {self.token_endpoint_auth_method} "
-                "(or set token_endpoint_auth_method: private_key_jwt)",
-            )
-        return self
+        elif "client_secret" in data:
+            secret = data["client_secret"]
+            if secret is None or not secret.get_secret_value():
+                raise FieldError(
+                    "client_secret",
+                    f"is required for {method} (or set token_endpoint_auth_method: private_key_jwt)",
+                )
+        return method
 
     @property
     def cache_key(self) -> str:
@@ -357,32 +373,54 @@ class OAuth2Config(BaseModel):
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "configuration") -> OAuth2Config:
-        """Validate a parsed document; every problem becomes an ``OAuth2ConfigurationError``."""
+        """Validate a parsed document.
+
+        Raises:
+            OAuth2ConfigurationError: listing every problem found (see ``combined_error``).
+        """
         if not isinstance(data, Mapping):
             raise OAuth2ConfigurationError(
                 f"{source}: the top level must be a JSON object with an 'oauth2_providers' object"
             )
-        _reject_unknown(data, set(cls.model_fields), where=source)
-        if "oauth2_providers" not in data:
-            raise OAuth2ConfigurationError(
-                f"{source}: missing 'oauth2_providers': "
-                "add an object mapping provider names to their settings"
-            )
-        raw_providers = data["oauth2_providers"]
-        if not isinstance(raw_providers, Mapping) or not raw_providers:
-            raise OAuth2ConfigurationError(
-                f"{source}: 'oauth2_providers' must be a non-empty object mapping provider names to settings"
-            )
+        problems = _Problems()
+        _reject_unknown(data, set(cls.model_fields), f"{source}:", problems)
         providers: dict[str, ProviderSettings] = {}
-        for key, settings in raw_providers.items():
-            name = str(key)  # YAML keys 1 and "1" are distinct until they become provider names
-            if name in providers:
-                raise OAuth2ConfigurationError(
-                    f"{source}: duplicate key '{name}': each provider and field may appear only once",
-                    provider=name,
+        raw_providers = data.get("oauth2_providers")
+        if "oauth2_providers" not in data:
+            problems.add(
+                OAuth2ConfigurationError(
+                    f"{source}: missing 'oauth2_providers': "
+                    "add an object mapping provider names to their settings",
+                    field="oauth2_providers",
                 )
-            providers[name] = _validate_provider(name, settings)
-        cache = _validate_cache(data.get("cache", {"type": "memory"}), source)
+            )
+        elif not isinstance(raw_providers, Mapping) or not raw_providers:
+            problems.add(
+                OAuth2ConfigurationError(
+                    f"{source}: 'oauth2_providers' must be a non-empty object mapping provider names to settings",
+                    field="oauth2_providers",
+                )
+            )
+        else:
+            seen: set[str] = set()
+            for key, settings in raw_providers.items():
+                name = str(key)  # YAML keys 1 and "1" are distinct until they become provider names
+                if name in seen:
+                    problems.add(
+                        OAuth2ConfigurationError(
+                            f"{source}: duplicate key '{name}': each provider and field may appear only once",
+                            provider=name,
+                        )
+                    )
+                    continue
+                seen.add(name)
+                provider = _validate_provider(name, settings, problems)
+                if provider is not None:
+                    providers[name] = provider
+        cache = _validate_cache(data.get("cache", {"type": "memory"}), source, problems)
+        if problems.found:
+            raise combined_error(problems.found, source)
+        assert cache is not None  # no problem found, so the cache validated
         return cls.model_construct(oauth2_providers=providers, cache=cache)
 
 
@@ -395,17 +433,66 @@ def unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationErro
 
 
 class FieldError(ValueError):
-    """A model-level check that blames one field, so the message can name it."""
+    """A check that blames another field than the one it runs on, so the message can name it."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
 
 
-def _reject_unknown(data: Mapping[Any, Any], allowed: set[str], *, where: str) -> None:
+def combined_error(problems: Sequence[OAuth2ConfigurationError], source: str) -> OAuth2ConfigurationError:
+    """One error for every problem found, each listed on its own line.
+
+    The rule for its class: ``OAuth2ValidationError`` when every problem is a value that is not
+    allowed, else ``OAuth2ConfigurationError`` (a missing or unknown field, an unset variable, a
+    file that cannot be used). A single problem is returned as it is, its message one line.
+    """
+    if len(problems) == 1:
+        return problems[0]
+    invalid = all(isinstance(problem, OAuth2ValidationError) for problem in problems)
+    cls = OAuth2ValidationError if invalid else OAuth2ConfigurationError
+    providers = {problem.provider for problem in problems}
+    listed = "\n".join(f"  {problem.message.removeprefix(f'{source}: ')}" for problem in problems)
+    return cls(
+        f"{source}: {len(problems)} problems:\n{listed}",
+        provider=providers.pop() if len(providers) == 1 else None,
+        problems=problems,
+    )
+
+
+class _Problems:
+    """Every problem of one document, in the order found; one per provider and field."""
+
+    def __init__(self) -> None:
+        self.found: list[OAuth2ConfigurationError] = []
+        self._blamed: set[tuple[str | None, str]] = set()
+
+    def add(self, error: OAuth2ConfigurationError) -> None:
+        if error.field is not None:
+            if (error.provider, error.field) in self._blamed:
+                return  # a consequence of the problem already reported for that field
+            self._blamed.add((error.provider, error.field))
+        self.found.append(error)
+
+
+def _reject_unknown(
+    data: Mapping[Any, Any],
+    allowed: set[str],
+    where: str,
+    problems: _Problems,
+    *,
+    provider: str | None = None,
+    field_prefix: str = "",
+) -> None:
     for key in data:
         if key not in allowed:
-            raise OAuth2ConfigurationError(f"{where}: unknown field '{key}'{_suggestion(str(key), allowed)}")
+            problems.add(
+                OAuth2ConfigurationError(
+                    f"{where} unknown field '{key}'{_suggestion(str(key), allowed)}",
+                    provider=provider,
+                    field=f"{field_prefix}{key}",
+                )
+            )
 
 
 def _suggestion(key: str, allowed: set[str]) -> str:
@@ -435,40 +522,49 @@ def resolve_env_references(
     return value
 
 
-def _validate_provider(name: str, settings: object) -> ProviderSettings:
+def _validate_provider(name: str, settings: object, problems: _Problems) -> ProviderSettings | None:
     prefix = f"provider '{name}'"
     if not isinstance(settings, Mapping):
-        raise OAuth2ConfigurationError(f"{prefix}: settings must be a JSON object", provider=name)
+        problems.add(OAuth2ConfigurationError(f"{prefix}: settings must be a JSON object", provider=name))
+        return None
     if "provider_name" in settings:
-        raise OAuth2ConfigurationError(
-            f"{prefix}: field 'provider_name' is taken from the object key; remove it", provider=name
+        problems.add(
+            OAuth2ConfigurationError(
+                f"{prefix}: field 'provider_name' is taken from the object key; remove it",
+                provider=name,
+                field="provider_name",
+            )
         )
     allowed = set(ProviderSettings.model_fields) - {"provider_name"}
-    for key in settings:
-        if key not in allowed:
-            raise OAuth2ConfigurationError(
-                f"{prefix}: unknown field '{key}'{_suggestion(str(key), allowed)}", provider=name
-            )
+    others = {key: value for key, value in settings.items() if key != "provider_name"}
+    _reject_unknown(others, allowed, f"{prefix}:", problems, provider=name)
+    known = {key: value for key, value in others.items() if key in allowed}
 
     def missing(field: str, var: str) -> OAuth2Error:
         return OAuth2ConfigurationError(
             f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set",
             provider=name,
+            field=field.partition(".")[0],
         )
 
-    resolved = resolve_env_references(dict(settings), missing)
-    assert isinstance(resolved, dict)
+    resolved = _resolve_each(known, missing, problems)
     try:
-        provider = ProviderSettings.model_validate({**resolved, "provider_name": name})
+        return ProviderSettings.model_validate({**resolved, "provider_name": name})
     except ValidationError as exc:
-        raise _translate(exc, prefix, name) from None
-    return provider
+        for problem in _translate(exc, prefix, name):
+            problems.add(problem)
+        return None
 
 
-def _validate_cache(raw: object, source: str) -> MemoryCacheSettings | RedisCacheSettings:
+def _validate_cache(
+    raw: object, source: str, problems: _Problems
+) -> MemoryCacheSettings | RedisCacheSettings | None:
     prefix = f"{source}: cache"
     if not isinstance(raw, Mapping):
-        raise OAuth2ConfigurationError(f'{prefix}: must be an object like {{"type": "memory"}}')
+        problems.add(
+            OAuth2ConfigurationError(f'{prefix}: must be an object like {{"type": "memory"}}', field="cache")
+        )
+        return None
     kind = raw.get("type", "memory")
     model: type[MemoryCacheSettings] | type[RedisCacheSettings]
     if kind == "memory":
@@ -476,32 +572,66 @@ def _validate_cache(raw: object, source: str) -> MemoryCacheSettings | RedisCach
     elif kind == "redis":
         model = RedisCacheSettings
     else:
-        raise OAuth2ValidationError(f"{prefix}: field 'type' must be 'memory' or 'redis'")
-    _reject_unknown(raw, set(model.model_fields), where=prefix)
+        problems.add(
+            OAuth2ValidationError(f"{prefix}: field 'type' must be 'memory' or 'redis'", field="cache.type")
+        )
+        return None
+    allowed = set(model.model_fields)
+    _reject_unknown(raw, allowed, f"{prefix}:", problems, field_prefix="cache.")
 
     def missing(field: str, var: str) -> OAuth2Error:
         return OAuth2ConfigurationError(
-            f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set"
+            f"{prefix}: field '{field}' refers to environment variable '{var}', which is not set",
+            field=f"cache.{field.partition('.')[0]}",
         )
 
-    resolved = resolve_env_references(dict(raw), missing)
+    resolved = _resolve_each({k: v for k, v in raw.items() if k in allowed}, missing, problems)
     try:
         return model.model_validate(resolved)
     except ValidationError as exc:
-        raise _translate(exc, prefix, None) from None
+        for problem in _translate(exc, prefix, None, field_prefix="cache."):
+            problems.add(problem)
+        return None
 
 
-def _translate(exc: ValidationError, prefix: str, provider: str | None) -> OAuth2ConfigurationError:
-    """Turn pydantic's first error into one sentence naming the field, never echoing the input."""
-    error = exc.errors(include_input=False, include_url=False)[0]
-    field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    ctx_error = (error.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, FieldError):
-        field, message = ctx_error.field, str(ctx_error)
-    if error["type"] == "missing":
-        return OAuth2ConfigurationError(f"{prefix}: field '{field}' is required", provider=provider)
-    return OAuth2ValidationError(f"{prefix}: field '{field}' {_as_predicate(message)}", provider=provider)
+def _resolve_each(
+    fields: Mapping[Any, Any], missing: Callable[[str, str], OAuth2Error], problems: _Problems
+) -> dict[Any, Any]:
+    """Resolve env references field by field: a field with an unset variable is reported and left out."""
+    resolved: dict[Any, Any] = {}
+    for key, value in fields.items():
+        try:
+            resolved[key] = resolve_env_references(value, missing, str(key))
+        except OAuth2ConfigurationError as exc:
+            problems.add(exc)
+    return resolved
+
+
+def _translate(
+    exc: ValidationError, prefix: str, provider: str | None, *, field_prefix: str = ""
+) -> list[OAuth2ConfigurationError]:
+    """Turn each of pydantic's errors into one sentence naming the field, never echoing the input."""
+    translated: list[OAuth2ConfigurationError] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, FieldError):
+            field, message = ctx_error.field, str(ctx_error)
+        blamed = f"{field_prefix}{field}"
+        if error["type"] == "missing":
+            translated.append(
+                OAuth2ConfigurationError(
+                    f"{prefix}: field '{field}' is required", provider=provider, field=blamed
+                )
+            )
+        else:
+            translated.append(
+                OAuth2ValidationError(
+                    f"{prefix}: field '{field}' {_as_predicate(message)}", provider=provider, field=blamed
+                )
+            )
+    return translated
 
 
 def _as_predicate(message: str) -> str:
@@ -530,7 +660,12 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> OAuth2Config:
-    """Read, parse and validate the configuration file (JSON, or YAML for .yaml/.yml)."""
+    """Read, parse and validate the configuration file (JSON, or YAML for .yaml/.yml).
+
+    Raises:
+        OAuth2ConfigurationError: the file cannot be read or parsed, or it has problems, all of
+            them in ``problems`` (an ``OAuth2ValidationError`` when each is a value not allowed).
+    """
     file = config_path(path)
     try:
         with file.open("rb") as handle:

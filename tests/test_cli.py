@@ -105,7 +105,7 @@ def test_check_flags_a_gateway_that_refuses_the_token(
     assert "401" in capsys.readouterr().out
 
 
-def test_check_broken_config_is_one_line_and_exit_2(
+def test_check_broken_config_lists_every_problem_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(
@@ -114,8 +114,22 @@ def test_check_broken_config_is_one_line_and_exit_2(
     assert main(["check", "--config", config]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    assert "alpha" in captured.err and "'scopes'" in captured.err and "did you mean 'scope'" in captured.err
+    first, *problems = captured.err.splitlines()
+    assert first.endswith("litellm_config.json: 2 problems:")
+    assert problems[0] == "  provider 'alpha': unknown field 'scopes'; did you mean 'scope'?"
+    assert problems[1].startswith("  provider 'alpha': field 'client_secret' is required")
+
+
+def test_check_broken_config_with_one_problem_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path,
+        {"alpha": {"client_id": "x", "client_secret": "y", "scopes": "a", "token_url": "https://idp/t"}},
+    )
+    assert main(["check", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'scope'" in err
 
 
 def test_token_prints_a_token_the_gateway_accepts(
@@ -317,17 +331,26 @@ def test_check_fails_on_a_refused_password_without_showing_it(
     assert_no_secret(captured.out + captured.err)
 
 
+@pytest.mark.parametrize("password_in", ["user info", "query"])
 def test_check_fails_when_redis_is_unreachable(
-    servers: tuple[TokenServer, OpenAIUpstream], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    servers: tuple[TokenServer, OpenAIUpstream],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    password_in: str,
 ) -> None:
     tokens, gateway = servers
-    config = redis_config(tmp_path, tokens, gateway, checker_url(free_port()))
+    port = free_port()
+    url = checker_url(port)
+    if password_in == "query":
+        url = f"redis://127.0.0.1:{port}/0?password={quote(SECRET, safe='')}&socket_keepalive=true"
+    config = redis_config(tmp_path, tokens, gateway, url)
     assert main(["check", "--config", config, "--json"]) == 1
     out = capsys.readouterr().out
     report = json.loads(out)
     assert report["ok"] is False and report["cache"]["ok"] is False
     assert all(row["ok"] for row in report["providers"])  # the providers themselves are fine
     assert "unreachable" in report["cache"]["result"], report["cache"]
+    assert f"127.0.0.1:{port}" in report["cache"]["location"] and "***" in report["cache"]["location"]
     assert_no_secret(out)
 
 

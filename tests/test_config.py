@@ -1399,3 +1399,91 @@ def test_random_documents_through_a_file(scratch_dir: Path, document: object, as
     text = yaml.safe_dump(document) if as_yaml else json.dumps(document)
     with contextlib.suppress(OAuth2ConfigurationError):
         load_config(write(scratch_dir / ("doc.yaml" if as_yaml else "doc.json"), text))
+
+
+# ------------------------------------------------------------------------------ every problem at once
+
+
+def test_every_invalid_field_of_every_provider_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KNOWN_UNSET_VAR", raising=False)
+    document = {
+        "oauth2_providers": {
+            "alpha": settings_of(token_url="ftp://idp", scope='a"b', timeout_seconds=0),
+            "beta": settings_of(client_secret=None, scopes="x", audience="os.environ/KNOWN_UNSET_VAR"),
+            "gamma": settings_of(),
+        },
+        "cache": {"type": "redis", "url": "http://cache", "key_prefx": "p"},
+        "cahce": {},
+    }
+    with pytest.raises(OAuth2ConfigurationError) as info:
+        OAuth2Config.from_dict(document, source="litellm_config.json")
+    error = info.value
+    found = [(problem.provider, problem.field) for problem in error.problems]
+    assert sorted(found, key=str) == sorted(
+        [
+            (None, "cahce"),
+            ("alpha", "token_url"),
+            ("alpha", "scope"),
+            ("alpha", "timeout_seconds"),
+            ("beta", "scopes"),
+            ("beta", "audience"),
+            ("beta", "client_secret"),
+            (None, "cache.key_prefx"),
+            (None, "cache.url"),
+        ],
+        key=str,
+    ), found
+    # Unknown fields and unset variables are not bad values: the whole is a configuration error.
+    assert type(error) is Config and error.provider is None
+    message = str(error)
+    assert message.startswith("litellm_config.json: 9 problems:\n")
+    for problem in error.problems:
+        assert problem.message.removeprefix("litellm_config.json: ") in message
+    assert (
+        "provider 'alpha': field 'token_url'" in message
+        and "provider 'beta': unknown field 'scopes'" in message
+    )
+    assert "provider 'gamma'" not in message and SECRET not in message
+
+
+def test_problems_that_are_all_bad_values_make_a_validation_error() -> None:
+    with pytest.raises(OAuth2ConfigurationError) as info:
+        config_of({"a_gw": settings_of(scope=" x"), "b_gw": settings_of(token_url="ftp://idp")})
+    assert type(info.value) is Invalid
+    assert [(p.provider, p.field, type(p)) for p in info.value.problems] == [
+        ("a_gw", "scope", Invalid),
+        ("b_gw", "token_url", Invalid),
+    ]
+
+
+def test_problems_of_one_provider_name_it() -> None:
+    error = provider_error(settings_of(client_id="", scope=" x", retry={"attempts": -1}))
+    assert type(error) is Invalid and error.provider == PROVIDER
+    assert [p.field for p in error.problems] == ["client_id", "scope", "retry.attempts"]
+
+
+def test_a_field_is_blamed_once() -> None:
+    # An unset variable for client_secret also leaves client_secret missing: one problem, the first.
+    error = provider_error(settings_of(client_secret="os.environ/KNOWN_UNSET_VAR", scope=" x"))
+    assert [p.field for p in error.problems] == ["client_secret", "scope"]
+    assert "KNOWN_UNSET_VAR" in str(error) and "is required for" not in str(error)
+
+
+def test_a_single_problem_keeps_its_one_line_message() -> None:
+    error = provider_error(settings_of(token_url="ftp://idp"))
+    assert error.problems == (error,) and "\n" not in str(error)
+    assert str(error).startswith(f"provider '{PROVIDER}': field 'token_url' must be")
+
+
+def test_cross_field_rules_are_checked_alongside_bad_fields() -> None:
+    error = provider_error(settings_of(client_secret=None, token_url="http://idp.example.com/t", scope=" x"))
+    assert {p.field for p in error.problems} == {"client_secret", "token_url", "scope"}
+    jwt_error = provider_error(
+        settings_of(client_secret=None, token_endpoint_auth_method="private_key_jwt", audience=" ")
+    )
+    assert {p.field for p in jwt_error.problems} == {"private_key", "audience"}
+
+
+def test_an_invalid_allow_insecure_http_is_blamed_alone() -> None:
+    error = provider_error(settings_of(token_url="http://idp.example.com/t", allow_insecure_http="maybe"))
+    assert [p.field for p in error.problems] == ["allow_insecure_http"]
