@@ -67,7 +67,7 @@ class Token:
 
 
 class _TokenRequestFailed(OAuth2AuthenticationError):
-    """One attempt failed; ``retryable`` and ``retry_after`` steer the retry policy."""
+    """One attempt failed; ``transient`` (``retryable``) and ``retry_after`` steer the retry policy."""
 
     def __init__(
         self,
@@ -88,13 +88,13 @@ class _TokenRequestFailed(OAuth2AuthenticationError):
             http_status=http_status,
             error=error,
             error_description=error_description,
+            transient=retryable,
         )
-        self.retryable = retryable
         self.retry_after = retry_after
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _TokenRequestFailed) and exc.retryable
+    return isinstance(exc, _TokenRequestFailed) and exc.transient
 
 
 class TokenClient:
@@ -136,6 +136,7 @@ class TokenClient:
                 http_status=last.http_status,
                 error=last.error,
                 error_description=last.error_description,
+                transient=True,
             ) from None
         except _TokenRequestFailed as exc:
             raise OAuth2AuthenticationError(
@@ -145,6 +146,7 @@ class TokenClient:
                 http_status=exc.http_status,
                 error=exc.error,
                 error_description=exc.error_description,
+                transient=exc.transient,
             ) from None
 
     async def afetch(self) -> Token:
