@@ -68,7 +68,7 @@ class Token:
 
 
 class _TokenRequestFailed(OAuth2AuthenticationError):
-    """One attempt failed; ``retryable`` and ``retry_after`` steer the retry policy."""
+    """One attempt failed; ``transient`` (``retryable``) and ``retry_after`` steer the retry policy."""
 
     def __init__(
         self,
@@ -89,13 +89,13 @@ class _TokenRequestFailed(OAuth2AuthenticationError):
             http_status=http_status,
             error=error,
             error_description=error_description,
+            transient=retryable,
         )
-        self.retryable = retryable
         self.retry_after = retry_after
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _TokenRequestFailed) and exc.retryable
+    return isinstance(exc, _TokenRequestFailed) and exc.transient
 
 
 class TokenClient:
@@ -145,6 +145,7 @@ class TokenClient:
                 http_status=last.http_status,
                 error=last.error,
                 error_description=last.error_description,
+                transient=True,
             ) from None
         except _TokenRequestFailed as exc:
             raise OAuth2AuthenticationError(
@@ -154,6 +155,7 @@ class TokenClient:
                 http_status=exc.http_status,
                 error=exc.error,
                 error_description=exc.error_description,
+                transient=exc.transient,
             ) from None
 
     async def afetch(self) -> Token:
@@ -403,13 +405,14 @@ class TokenClient:
         bound = jwt_lifetime(access_token, now_wall)
         if bound is not None and bound <= 0:
             raise self._invalid("the access_token is a JWT that has already expired")
-        if expires_in is None:
-            granted = self.settings.default_expires_in if bound is None else MAX_LIFETIME_SECONDS
-        else:
-            granted = self._expires_in(expires_in)
-        return min(granted, MAX_LIFETIME_SECONDS if bound is None else bound, MAX_LIFETIME_SECONDS)
+        if expires_in is None and bound is None:
+            return self.settings.default_expires_in
+        granted = MAX_LIFETIME_SECONDS if expires_in is None else self._expires_in(expires_in)
+        return min(granted, MAX_LIFETIME_SECONDS if bound is None else bound)
 
     def _expires_in(self, expires_in: object) -> float:
+        """``expires_in`` as seconds (a number, or a numeric string as some servers send it), capped;
+        raises the invalid-response error for anything else."""
         if isinstance(expires_in, bool):
             raise self._invalid("expires_in is not a number")
         if isinstance(expires_in, int):  # exact, and maybe too large for a float
@@ -421,7 +424,7 @@ class TokenClient:
                 raise self._invalid("expires_in is not a number") from None
         if not isinstance(expires_in, int | float) or not math.isfinite(expires_in) or expires_in <= 0:
             raise self._invalid("expires_in must be a positive number of seconds")
-        return float(expires_in)
+        return min(float(expires_in), MAX_LIFETIME_SECONDS)
 
     # -- errors and retry policy ---------------------------------------------------------------
 

@@ -61,7 +61,13 @@ class OAuth2ValidationError(OAuth2ConfigurationError):
 
 
 class OAuth2AuthenticationError(OAuth2Error, RuntimeError):
-    """No token could be obtained: network failure, rejected credentials, bad endpoint response."""
+    """No token could be obtained: network failure, rejected credentials, bad endpoint response.
+
+    ``transient`` is True when the failure may heal by itself (endpoint unreachable, timeout,
+    408/429/5xx, ``temporarily_unavailable``): trying again later may succeed. False when the same
+    request will be refused until the configuration or the client's registration changes
+    (``invalid_client``, ``invalid_scope``, a redirect, an invalid token response).
+    """
 
     def __init__(
         self,
@@ -72,11 +78,13 @@ class OAuth2AuthenticationError(OAuth2Error, RuntimeError):
         http_status: int | None = None,
         error: str | None = None,
         error_description: str | None = None,
+        transient: bool = True,
     ) -> None:
         super().__init__(message, original_error, provider)
         self.http_status = http_status
         self.error = error
         self.error_description = error_description
+        self.transient = transient
 
 
 __all__ = [

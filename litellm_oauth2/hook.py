@@ -33,12 +33,12 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import httpx
 import litellm
 import openai
-from litellm.exceptions import APIConnectionError
+from litellm.exceptions import APIConnectionError, CallerCredentialAuthenticationError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_llm import CustomLLM
 from litellm.main import openai_chat_completions
@@ -66,16 +66,21 @@ _T = TypeVar("_T")
 _J = TypeVar("_J")
 
 
-class OAuth2ProviderError(OAuth2AuthenticationError, APIConnectionError):
-    """The token for a call could not be obtained.
+class OAuth2ProviderError(OAuth2AuthenticationError):
+    """The token for a LiteLLM call could not be obtained; no request was sent.
 
-    Also a ``litellm.APIConnectionError``, so LiteLLM passes it to the caller unchanged (its own
-    exceptions are not re-wrapped) and the Router does not put the deployment in cooldown.
-    ``except OAuth2AuthenticationError`` and ``except litellm.APIConnectionError`` both catch it.
+    Always one of the subclasses below, each also the LiteLLM exception whose Router handling fits
+    (LiteLLM passes its own exceptions to the caller unchanged): ``OAuth2TokenUnavailableError``
+    (``transient``: the Router may retry it) and ``OAuth2ClientRejectedError`` (permanent: neither
+    retried on the deployment nor put in cooldown). ``except OAuth2ProviderError`` and
+    ``except OAuth2AuthenticationError`` catch both.
     """
 
+    _litellm_base: ClassVar[Any]
+    _transient: ClassVar[bool]
+
     def __init__(self, error: OAuth2Error, model: str) -> None:
-        APIConnectionError.__init__(self, message=error.message, llm_provider=error.provider, model=model)
+        self._litellm_base.__init__(self, message=error.message, llm_provider=error.provider, model=model)
         fields = error if isinstance(error, OAuth2AuthenticationError) else None
         OAuth2AuthenticationError.__init__(
             self,
@@ -85,6 +90,7 @@ class OAuth2ProviderError(OAuth2AuthenticationError, APIConnectionError):
             http_status=fields.http_status if fields else None,
             error=fields.error if fields else None,
             error_description=fields.error_description if fields else None,
+            transient=self._transient,
         )
         self.message = error.message
 
@@ -92,18 +98,40 @@ class OAuth2ProviderError(OAuth2AuthenticationError, APIConnectionError):
         return self.message
 
     def __repr__(self) -> str:
-        return f"OAuth2ProviderError({self.message!r})"
+        return f"{type(self).__name__}({self.message!r})"
 
 
-class OAuth2ProviderConfigurationError(OAuth2ProviderError, OAuth2ConfigurationError):
-    """An ``OAuth2ProviderError`` caused by the configuration (e.g. a broken file found at activation
-    by environment variable): ``except OAuth2ConfigurationError`` catches it as well."""
+class OAuth2TokenUnavailableError(OAuth2ProviderError, APIConnectionError):
+    """A failure that may heal (token endpoint down, 5xx, timeout): a ``litellm.APIConnectionError``,
+    which the Router retries (``num_retries``) without cooling the deployment down."""
+
+    _litellm_base = APIConnectionError
+    _transient = True
+
+
+class OAuth2ClientRejectedError(OAuth2ProviderError, CallerCredentialAuthenticationError):
+    """A failure that will repeat until the configuration changes (``invalid_client``,
+    ``invalid_scope``, a redirect, an invalid token response): a
+    ``litellm.CallerCredentialAuthenticationError`` (a 401 ``AuthenticationError`` scoped to a
+    credential, not to the deployment), which the Router does not retry on the deployment and never
+    cools it down for; a group's other deployments may still be tried."""
+
+    _litellm_base = CallerCredentialAuthenticationError
+    _transient = False
+
+
+class OAuth2ProviderConfigurationError(OAuth2ClientRejectedError, OAuth2ConfigurationError):
+    """An ``OAuth2ClientRejectedError`` caused by the configuration (e.g. a broken file found at
+    activation by environment variable): ``except OAuth2ConfigurationError`` catches it as well."""
 
 
 def _provider_error(error: OAuth2Error, model: str) -> OAuth2ProviderError:
+    """``error`` as the LiteLLM exception that makes the Router retry only what may heal."""
     if isinstance(error, OAuth2ConfigurationError):
         return OAuth2ProviderConfigurationError(error, model=model)
-    return OAuth2ProviderError(error, model=model)
+    if isinstance(error, OAuth2AuthenticationError) and not error.transient:
+        return OAuth2ClientRejectedError(error, model=model)
+    return OAuth2TokenUnavailableError(error, model=model)
 
 
 def find_oauth2_error(exc: BaseException | None) -> OAuth2Error | None:

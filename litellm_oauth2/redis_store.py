@@ -282,7 +282,10 @@ class RedisTokenStore:
                 pipe = r.pipeline(transaction=False)
                 pipe.set(keys.lock, owner, nx=True, px=self.lease_ms)
                 pipe.get(keys.token)
-                return list(pipe.execute())
+                replies = list(pipe.execute())
+                if not isinstance(replies[1], bytes | None):  # not Redis: never wait on it
+                    raise TypeError(f"GET answered {type(replies[1]).__name__}")
+                return replies
 
             try:
                 acquired, current = self._run(attempt)

@@ -110,7 +110,7 @@ for name, call in calls.items():
             "found": type(found).__name__,
             "found_is_configuration_error": isinstance(found, litellm_oauth2.OAuth2ConfigurationError),
             "also_provider_error": isinstance(exc, litellm_oauth2.OAuth2ProviderError),
-            "also_litellm_error": isinstance(exc, litellm.APIConnectionError),
+            "also_litellm_error": isinstance(exc, litellm.AuthenticationError),
         }
     except Exception as exc:
         outcomes[name] = {"type": type(exc).__name__, "message": str(exc), "uncaught": True}

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
 import jwt
@@ -285,6 +286,27 @@ def test_permanent_errors_are_not_retried(server: TokenServer, error: str) -> No
     assert server.token_requests == 1
     assert info.value.error == error and info.value.error_description == "nope"
     assert error in str(info.value) and "nope" in str(info.value) and "idp_test" in str(info.value)
+    assert info.value.transient is False, "a Router would retry it"
+
+
+@pytest.mark.parametrize(
+    ("fault", "transient"),
+    [
+        (lambda s: s.fail_next(10, status=503), True),
+        (lambda s: s.reset_connection_next(10), True),
+        (lambda s: s.malform_next(1, "non_json"), False),
+        (lambda s: s.redirect_next(1, location="/token/", status=301), False),
+    ],
+    ids=["503", "reset", "invalid-response", "redirect"],
+)
+def test_what_the_client_retries_is_what_it_calls_transient(
+    server: TokenServer, fault: Any, transient: bool
+) -> None:
+    fault(server)
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server)
+    assert info.value.transient is transient
+    assert server.token_requests == (4 if transient else 1)  # FAST_RETRY: 3 retries
 
 
 def test_wrong_secret_gets_invalid_client_once(server: TokenServer) -> None:

@@ -112,6 +112,8 @@ def test_authentication_error_details() -> None:
     assert error.provider == "acme_gw"
     bare = OAuth2AuthenticationError("no token")
     assert (bare.http_status, bare.error, bare.error_description) == (None, None, None)
+    assert error.transient is True and bare.transient is True  # unknown: may heal
+    assert OAuth2AuthenticationError("refused", transient=False).transient is False
 
 
 def test_authentication_error_details_are_keyword_only() -> None:
@@ -126,6 +128,7 @@ def test_authentication_error_details_are_keyword_only() -> None:
         OAuth2ConfigurationError("m", ValueError("v"), "p"),
         OAuth2ValidationError("m", provider="p"),
         OAuth2AuthenticationError("m", None, "p", http_status=503, error="temporarily_unavailable"),
+        OAuth2AuthenticationError("m", None, "p", http_status=401, error="invalid_client", transient=False),
     ],
     ids=lambda error: type(error).__name__,
 )
@@ -137,7 +140,11 @@ def test_pickle_round_trip(error: OAuth2Error) -> None:
     assert repr(copy.original_error) == repr(error.original_error)
     if isinstance(error, OAuth2AuthenticationError):
         assert isinstance(copy, OAuth2AuthenticationError)
-        assert (copy.http_status, copy.error) == (error.http_status, error.error)
+        assert (copy.http_status, copy.error, copy.transient) == (
+            error.http_status,
+            error.error,
+            error.transient,
+        )
 
 
 @pytest.mark.parametrize("cls", ALL_ERRORS)

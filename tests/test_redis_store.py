@@ -565,8 +565,8 @@ REDIS_PASSWORD = "hunter2-Redis-pass"
 
 @pytest.mark.parametrize(
     "reply",
-    [b":notanumber\r\n", b"$abc\r\n", b"*x\r\n"],
-    ids=["integer", "bulk-length", "array-length"],
+    [b":notanumber\r\n", b"$abc\r\n", b"*x\r\n", b":5\r\n"],
+    ids=["integer", "bulk-length", "array-length", "integer-for-every-reply"],
 )
 def test_a_server_speaking_broken_resp_is_a_miss_and_calls_keep_working(
     server: TokenServer, caplog: pytest.LogCaptureFixture, reply: bytes
