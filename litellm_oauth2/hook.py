@@ -12,7 +12,8 @@ payloads, callback kwargs and debug output have nothing to leak. The header valu
 call travels in a context variable of that provider alone (a call for another provider started
 inside this one, e.g. by ``asyncio.run`` in a callback, never sees it), and async paths await the
 cache, so no token is fetched synchronously on an event loop. A 401 from the gateway invalidates
-that token and retries once with a fresh one, before the caller sees anything. A gateway's error
+that token and retries once with a fresh one, before the caller sees anything: one flow
+(``_retry_once_on_401``) driven by a sync and an async driver, streams included. A gateway's error
 text is cleaned of the provider's header values and token before it reaches the caller.
 
 That HTTP client is the one LiteLLM builds for its own ``openai/...`` calls (its SSL settings,
@@ -31,7 +32,8 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -272,19 +274,28 @@ class OAuth2Provider(CustomLLM):
     async def aembedding(self, *args: Any, **kwargs: Any) -> Any:
         return await self._acall(openai_chat_completions.embedding, kwargs, embedding=True)
 
-    # -- one call with one retry on 401 ----------------------------------------------------------
+    # -- one call with one retry on 401: the flow is written once, below; these drive it ---------
 
     def _call(self, handler: Callable[..., _T], kwargs: dict[str, Any], *, embedding: bool) -> _T:
-        authorization = self._authorization(kwargs)
-        try:
-            return self._send(handler, kwargs, authorization, embedding=embedding)
-        except Exception as exc:
-            if not _is_unauthorized(exc):
-                raise
-            self._cache.invalidate(self.name, _token_of(authorization))
-            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-            authorization = self._authorization(kwargs)
-            return self._send(handler, kwargs, authorization, embedding=embedding)
+        flow = _retry_once_on_401(self.name, None)
+        outcome: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                step = flow.throw(failure) if failure is not None else flow.send(outcome)
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+            outcome, failure = None, None
+            try:
+                if isinstance(step, _Send):
+                    outcome = self._send(handler, kwargs, step.authorization, embedding=embedding)
+                elif isinstance(step, _Invalidate):
+                    self._cache.invalidate(self.name, step.token)
+                else:
+                    outcome = self._authorization(kwargs)
+            except Exception as exc:
+                failure = exc
 
     async def _acall(
         self,
@@ -294,18 +305,25 @@ class OAuth2Provider(CustomLLM):
         embedding: bool,
         authorization: str | None = None,
     ) -> Any:
-        if authorization is None:
-            authorization = await self._aauthorization(kwargs)
-        try:
-            return await self._asend(handler, kwargs, authorization, embedding=embedding)
-        except Exception as exc:
-            if not _is_unauthorized(exc):
-                raise
-            # A shared store may do network I/O on invalidation: keep it off the event loop.
-            await asyncio.to_thread(self._cache.invalidate, self.name, _token_of(authorization))
-            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-            authorization = await self._aauthorization(kwargs)
-            return await self._asend(handler, kwargs, authorization, embedding=embedding)
+        flow = _retry_once_on_401(self.name, authorization)
+        outcome: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                step = flow.throw(failure) if failure is not None else flow.send(outcome)
+            except StopIteration as done:
+                return done.value
+            outcome, failure = None, None
+            try:
+                if isinstance(step, _Send):
+                    outcome = await self._asend(handler, kwargs, step.authorization, embedding=embedding)
+                elif isinstance(step, _Invalidate):
+                    # A shared store may do network I/O on invalidation: keep it off the event loop.
+                    await asyncio.to_thread(self._cache.invalidate, self.name, step.token)
+                else:
+                    outcome = await self._aauthorization(kwargs)
+            except Exception as exc:
+                failure = exc
 
     async def _astream(self, kwargs: dict[str, Any], authorization: str | None) -> AsyncIterator[Any]:
         handler = openai_chat_completions.completion
@@ -456,6 +474,44 @@ class OAuth2Provider(CustomLLM):
         self._clients_lock = threading.Lock()
         self._sync_client = None
         self._async_clients = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class _Authorize:
+    """A step of the 401 flow: the driver answers with the ``Authorization`` value to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """A step of the 401 flow: the driver sends the call with ``authorization`` and answers with
+    the handler's result, or throws its exception into the flow."""
+
+    authorization: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalidate:
+    """A step of the 401 flow: the driver drops ``token`` from the cache."""
+
+    token: str
+
+
+def _retry_once_on_401(
+    provider: str, authorization: str | None
+) -> Generator[_Authorize | _Send | _Invalidate, Any, Any]:
+    """The 401 policy, written once for the sync and async drivers (httpx's ``Auth.auth_flow``
+    shape): send with the call's header value (``authorization``, or one the driver fetches); on
+    a 401 drop that token and send once more with a new one. Any other failure is raised as is."""
+    if authorization is None:
+        authorization = yield _Authorize()
+    try:
+        return (yield _Send(authorization))
+    except Exception as exc:
+        if not _is_unauthorized(exc):
+            raise
+    yield _Invalidate(_token_of(authorization))
+    logger.info("provider %s: gateway answered 401, retrying once with a new token", provider)
+    return (yield _Send((yield _Authorize())))
 
 
 _LIVE_PROVIDERS: weakref.WeakSet[OAuth2Provider] = weakref.WeakSet()
