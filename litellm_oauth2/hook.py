@@ -25,6 +25,7 @@ keep-alive connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -239,12 +240,7 @@ class OAuth2Provider(CustomLLM):
         self._async_clients: weakref.WeakKeyDictionary[Any, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
         self._clients_lock = threading.Lock()
         _LIVE_PROVIDERS.add(self)
-        # Longest first, so a value containing another is blanked whole.
-        self._redacted = sorted(
-            (v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH),
-            key=len,
-            reverse=True,
-        )
+        self._redacted = [v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH]
 
     def __repr__(self) -> str:
         return f"OAuth2Provider({self.name!r})"
@@ -375,13 +371,16 @@ class OAuth2Provider(CustomLLM):
         """Blank this provider's header values and the token out of a gateway error's text, in
         place (class, status and response stay): a gateway may echo the request in its body."""
         secrets = [*self._redacted, _token_of(authorization)]
-        forms = [form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])]
-        message = getattr(exc, "message", None)
-        if isinstance(message, str):
-            exc.message = _blank(message, forms)  # type: ignore[attr-defined]
-        exc.args = tuple(_blank(arg, forms) if isinstance(arg, str) else arg for arg in exc.args)
-        if isinstance(getattr(exc, "body", None), dict | list):
-            exc.body = _blank(exc.body, forms)  # type: ignore[attr-defined]
+        # Longest first, so a value containing another is blanked whole; JSON bodies escape.
+        forms = sorted(
+            {form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])}, key=len, reverse=True
+        )
+        exc.args = tuple(_blank(arg, forms) for arg in exc.args)
+        for name in ("message", "body"):
+            value = getattr(exc, name, None)
+            if isinstance(value, str | dict | list):
+                with contextlib.suppress(AttributeError):  # a read-only attribute stays as it is
+                    setattr(exc, name, _blank(value, forms))
 
     def _handler_arguments(
         self, kwargs: dict[str, Any], *, embedding: bool, is_async: bool
