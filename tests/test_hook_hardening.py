@@ -195,6 +195,7 @@ def test_async_stream_token_failure_is_the_plugins_error(
     found = find_oauth2_error(raised)
     assert isinstance(found, OAuth2ProviderError), repr(raised)
     assert found.provider == "gw"
+    assert upstream.requests == 1  # the 401; no request went out without a token
     assert "503" in str(found) or "server_error" in str(found), str(found)
 
 
