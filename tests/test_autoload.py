@@ -386,7 +386,7 @@ def test_a_handler_check_failing_after_validation_is_raised_at_each_call(gateway
     assert gateway.upstream.requests == 0
 
 
-def test_the_autoload_module_does_not_import_the_hook_back() -> None:
+def test_the_hook_module_does_not_import_autoload_back() -> None:
     import litellm_oauth2.autoload as autoload
     import litellm_oauth2.hook as hook
 
