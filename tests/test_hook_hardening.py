@@ -199,6 +199,22 @@ def test_async_stream_token_failure_is_the_plugins_error(
     assert "503" in str(found) or "server_error" in str(found), str(found)
 
 
+def test_astreaming_called_on_an_event_loop_leaves_the_token_to_the_stream(
+    watched: tuple[_WatchedIdP, OpenAIUpstream, OAuth2Handler],
+) -> None:
+    idp, _, handler = watched
+
+    async def scenario() -> int:
+        # LiteLLM calls astreaming from its executor thread; were it called on the loop, the
+        # token must not be fetched there synchronously: the stream awaits it when iterated.
+        stream = handler.providers["gw"].astreaming(model="gw/m")
+        requested = idp.token_requests
+        await stream.aclose()  # type: ignore[attr-defined]
+        return requested
+
+    assert asyncio.run(scenario()) == 0
+
+
 # -- 6. a gateway echoing the request back cannot put credentials into error text ------------------
 
 
