@@ -24,8 +24,11 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CONFIG_ENV_VAR = "LITELLM_OAUTH2_CONFIG"
 DISABLE_ENV_VAR = "LITELLM_OAUTH2_DISABLE"

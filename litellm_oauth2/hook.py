@@ -12,7 +12,8 @@ payloads, callback kwargs and debug output have nothing to leak. The header valu
 call travels in a context variable of that provider alone (a call for another provider started
 inside this one, e.g. by ``asyncio.run`` in a callback, never sees it), and async paths await the
 cache, so no token is fetched synchronously on an event loop. A 401 from the gateway invalidates
-that token and retries once with a fresh one, before the caller sees anything. A gateway's error
+that token and retries once with a fresh one, before the caller sees anything: one flow
+(``_retry_once_on_401``) driven by a sync and an async driver, streams included. A gateway's error
 text is cleaned of the provider's header values and token before it reaches the caller.
 
 That HTTP client is the one LiteLLM builds for its own ``openai/...`` calls (its SSL settings,
@@ -24,6 +25,7 @@ keep-alive connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -31,7 +33,8 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
@@ -266,12 +269,7 @@ class OAuth2Provider(CustomLLM):
         self._async_clients: weakref.WeakKeyDictionary[Any, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
         self._clients_lock = threading.Lock()
         _LIVE_PROVIDERS.add(self)
-        # Longest first, so a value containing another is blanked whole.
-        self._redacted = sorted(
-            (v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH),
-            key=len,
-            reverse=True,
-        )
+        self._redacted = [v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH]
 
     def __repr__(self) -> str:
         return f"OAuth2Provider({self.name!r})"
@@ -301,19 +299,28 @@ class OAuth2Provider(CustomLLM):
     async def aembedding(self, *args: Any, **kwargs: Any) -> Any:
         return await self._acall(openai_chat_completions.embedding, kwargs, embedding=True)
 
-    # -- one call with one retry on 401 ----------------------------------------------------------
+    # -- one call with one retry on 401: the flow is written once, below; these drive it ---------
 
     def _call(self, handler: Callable[..., _T], kwargs: dict[str, Any], *, embedding: bool) -> _T:
-        authorization = self._authorization(kwargs)
-        try:
-            return self._send(handler, kwargs, authorization, embedding=embedding)
-        except Exception as exc:
-            if not _is_unauthorized(exc):
-                raise
-            self._cache.invalidate(self.name, _token_of(authorization))
-            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-            authorization = self._authorization(kwargs)
-            return self._send(handler, kwargs, authorization, embedding=embedding)
+        flow = _retry_once_on_401(self.name, None)
+        outcome: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                step = flow.throw(failure) if failure is not None else flow.send(outcome)
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+            outcome, failure = None, None
+            try:
+                if isinstance(step, _Send):
+                    outcome = self._send(handler, kwargs, step.authorization, embedding=embedding)
+                elif isinstance(step, _Invalidate):
+                    self._cache.invalidate(self.name, step.token)
+                else:
+                    outcome = self._authorization(kwargs)
+            except Exception as exc:
+                failure = exc
 
     async def _acall(
         self,
@@ -323,18 +330,25 @@ class OAuth2Provider(CustomLLM):
         embedding: bool,
         authorization: str | None = None,
     ) -> Any:
-        if authorization is None:
-            authorization = await self._aauthorization(kwargs)
-        try:
-            return await self._asend(handler, kwargs, authorization, embedding=embedding)
-        except Exception as exc:
-            if not _is_unauthorized(exc):
-                raise
-            # A shared store may do network I/O on invalidation: keep it off the event loop.
-            await asyncio.to_thread(self._cache.invalidate, self.name, _token_of(authorization))
-            logger.info("provider %s: gateway answered 401, retrying once with a new token", self.name)
-            authorization = await self._aauthorization(kwargs)
-            return await self._asend(handler, kwargs, authorization, embedding=embedding)
+        flow = _retry_once_on_401(self.name, authorization)
+        outcome: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                step = flow.throw(failure) if failure is not None else flow.send(outcome)
+            except StopIteration as done:
+                return done.value
+            outcome, failure = None, None
+            try:
+                if isinstance(step, _Send):
+                    outcome = await self._asend(handler, kwargs, step.authorization, embedding=embedding)
+                elif isinstance(step, _Invalidate):
+                    # A shared store may do network I/O on invalidation: keep it off the event loop.
+                    await asyncio.to_thread(self._cache.invalidate, self.name, step.token)
+                else:
+                    outcome = await self._aauthorization(kwargs)
+            except Exception as exc:
+                failure = exc
 
     async def _astream(self, kwargs: dict[str, Any], authorization: str | None) -> AsyncIterator[Any]:
         handler = openai_chat_completions.completion
@@ -386,13 +400,16 @@ class OAuth2Provider(CustomLLM):
         """Blank this provider's header values and the token out of a gateway error's text, in
         place (class, status and response stay): a gateway may echo the request in its body."""
         secrets = [*self._redacted, _token_of(authorization)]
-        forms = [form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])]
-        message = getattr(exc, "message", None)
-        if isinstance(message, str):
-            exc.message = _blank(message, forms)  # type: ignore[attr-defined]
-        exc.args = tuple(_blank(arg, forms) if isinstance(arg, str) else arg for arg in exc.args)
-        if isinstance(getattr(exc, "body", None), dict | list):
-            exc.body = _blank(exc.body, forms)  # type: ignore[attr-defined]
+        # Longest first, so a value containing another is blanked whole; JSON bodies escape.
+        forms = sorted(
+            {form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])}, key=len, reverse=True
+        )
+        exc.args = tuple(_blank(arg, forms) for arg in exc.args)
+        for name in ("message", "body"):
+            value = getattr(exc, name, None)
+            if isinstance(value, str | dict | list):
+                with contextlib.suppress(AttributeError):  # a read-only attribute stays as it is
+                    setattr(exc, name, _blank(value, forms))
 
     def _handler_arguments(
         self, kwargs: dict[str, Any], *, embedding: bool, is_async: bool
@@ -485,6 +502,44 @@ class OAuth2Provider(CustomLLM):
         self._clients_lock = threading.Lock()
         self._sync_client = None
         self._async_clients = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class _Authorize:
+    """A step of the 401 flow: the driver answers with the ``Authorization`` value to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """A step of the 401 flow: the driver sends the call with ``authorization`` and answers with
+    the handler's result, or throws its exception into the flow."""
+
+    authorization: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalidate:
+    """A step of the 401 flow: the driver drops ``token`` from the cache."""
+
+    token: str
+
+
+def _retry_once_on_401(
+    provider: str, authorization: str | None
+) -> Generator[_Authorize | _Send | _Invalidate, Any, Any]:
+    """The 401 policy, written once for the sync and async drivers (httpx's ``Auth.auth_flow``
+    shape): send with the call's header value (``authorization``, or one the driver fetches); on
+    a 401 drop that token and send once more with a new one. Any other failure is raised as is."""
+    if authorization is None:
+        authorization = yield _Authorize()
+    try:
+        return (yield _Send(authorization))
+    except Exception as exc:
+        if not _is_unauthorized(exc):
+            raise
+    yield _Invalidate(_token_of(authorization))
+    logger.info("provider %s: gateway answered 401, retrying once with a new token", provider)
+    return (yield _Send((yield _Authorize())))
 
 
 _LIVE_PROVIDERS: weakref.WeakSet[OAuth2Provider] = weakref.WeakSet()

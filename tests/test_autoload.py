@@ -386,10 +386,31 @@ def test_a_handler_check_failing_after_validation_is_raised_at_each_call(gateway
     assert gateway.upstream.requests == 0
 
 
-def test_the_autoload_module_does_not_import_the_hook_back() -> None:
+def test_the_hook_module_does_not_import_autoload_back() -> None:
     import litellm_oauth2.autoload as autoload
     import litellm_oauth2.hook as hook
 
     source = Path(hook.__file__).read_text()
     assert "autoload" not in source
     assert "_initializing" not in Path(autoload.__file__).read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "logged"),
+    [
+        pytest.param(None, "not found", id="wrong-path"),
+        pytest.param('{"oauth2_providers": {', "invalid JSON", id="invalid-json"),
+    ],
+)
+def test_a_config_naming_no_provider_is_logged_at_import(
+    tmp_path: Path, content: str | None, logged: str
+) -> None:
+    config = tmp_path / "litellm_config.json"
+    if content is not None:
+        config.write_text(content)
+
+    run = run_script(IMPORT_ONLY_SCRIPT, tmp_path, timeout=IMPORT_TIMEOUT, LITELLM_OAUTH2_CONFIG=str(config))
+
+    # No provider can be named, so no call can be answered for it: the log is the only trace.
+    assert run.result == {"imported": "litellm"}
+    assert "litellm-oauth2 not enabled" in run.stderr and logged in run.stderr, run.stderr

@@ -195,7 +195,24 @@ def test_async_stream_token_failure_is_the_plugins_error(
     found = find_oauth2_error(raised)
     assert isinstance(found, OAuth2ProviderError), repr(raised)
     assert found.provider == "gw"
+    assert upstream.requests == 1  # the 401; no request went out without a token
     assert "503" in str(found) or "server_error" in str(found), str(found)
+
+
+def test_astreaming_called_on_an_event_loop_leaves_the_token_to_the_stream(
+    watched: tuple[_WatchedIdP, OpenAIUpstream, OAuth2Handler],
+) -> None:
+    idp, _, handler = watched
+
+    async def scenario() -> int:
+        # LiteLLM calls astreaming from its executor thread; were it called on the loop, the
+        # token must not be fetched there synchronously: the stream awaits it when iterated.
+        stream = handler.providers["gw"].astreaming(model="gw/m")
+        requested = idp.token_requests
+        await stream.aclose()  # type: ignore[attr-defined]
+        return requested
+
+    assert asyncio.run(scenario()) == 0
 
 
 # -- 6. a gateway echoing the request back cannot put credentials into error text ------------------
