@@ -355,6 +355,7 @@ def test_a_tiny_lifetime_is_used_for_the_floor_with_one_warning(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="litellm_oauth2")
     server.token_lifetime = 1e-6
+    server.exp_lifetime = 3600  # expires_in alone is tiny: a JWT already past its exp is refused outright
     cache = make_cache(server)
     started = time.monotonic()
     for _ in range(50):
