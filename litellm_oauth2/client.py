@@ -331,24 +331,24 @@ class TokenClient:
         )
 
     def _client_hint(self) -> str:
-        """What to check when the endpoint refused the client's credentials (field names only)."""
+        """What to check when the endpoint refused the client's credentials (field names only;
+        worded so that LiteLLM's secret redaction, which the proxy applies to errors, leaves it
+        whole: no "client_secret" before a space, no "Basic" before a word)."""
         s = self.settings
         if s.token_endpoint_auth_method == "private_key_jwt":
-            return (
-                "; check client_id, the private key, key_id, signing_algorithm and token_endpoint_auth_method"
-            )
-        hint = "; check client_id, client_secret and token_endpoint_auth_method"
+            return "; check client_id, the private key, key_id, signing_algorithm, token_endpoint_auth_method"
+        hint = "; check client_id, client_secret, token_endpoint_auth_method"
         secret = s.client_secret.get_secret_value() if s.client_secret else ""
         encoded = (quote(s.client_id, safe=""), quote(secret, safe=""))
         if s.token_endpoint_auth_method != "client_secret_basic" or encoded == (s.client_id, secret):
             return hint
         if s.basic_auth_encoding == "raw":
             return hint + (
-                '; basic_auth_encoding is "raw": a server following RFC 6749 expects them form-encoded '
-                "(remove the setting)"
+                '; basic_auth_encoding is "raw", but a server following RFC 6749 expects the id and '
+                "secret form-encoded (remove the setting)"
             )
         return hint + (
-            "; Basic authentication form-encodes client_id and client_secret (RFC 6749), which changes "
+            "; client_secret_basic form-encodes the id and secret first (RFC 6749), which changes "
             'these: if the server expects them as they are, set basic_auth_encoding: "raw"'
         )
 

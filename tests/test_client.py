@@ -416,7 +416,7 @@ def test_a_401_or_403_without_an_error_code_gets_the_invalid_client_hint(
         fetch(server)
     message = str(info.value)
     assert f"HTTP {status}" in message
-    assert "check client_id, client_secret and token_endpoint_auth_method" in message
+    assert "check client_id, client_secret, token_endpoint_auth_method" in message
     assert BASIC_HINT in message, "SECRET holds characters form-encoding changes"
     assert SECRET not in message and quote(SECRET, safe="") not in message
     assert server.token_requests == 1
@@ -445,6 +445,24 @@ def test_the_basic_encoding_hint_appears_only_when_encoding_changed_the_credenti
         assert "check client_id" in message
         assert (BASIC_HINT in message) is raw_hint, message
         assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"client_secret": "plain-secret-123"}, {"basic_auth_encoding": "raw"}],
+    ids=["basic-special", "basic-plain", "raw"],
+)
+def test_the_hints_survive_litellms_secret_redaction(server: TokenServer, overrides: dict[str, str]) -> None:
+    """The LiteLLM proxy passes error texts through its secret redaction: "client_secret" followed
+    by a space and a word reads to it as a credential, and the hint would lose words."""
+    from litellm.litellm_core_utils.secret_redaction import redact_string
+
+    server.fail_next(1, status=401, error="invalid_client")
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server, **overrides)
+    hint = str(info.value).partition("invalid_client")[2]
+    proxied = hint + "\n\nLiteLLM: model group 'chat' failed with the error above."
+    assert "REDACTED" not in redact_string(proxied), redact_string(proxied)
 
 
 def test_afetch_does_not_block_the_event_loop(server: TokenServer) -> None:
