@@ -23,7 +23,7 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, quote_plus, urlencode, urljoin, urlsplit
 
 import requests
 from pydantic import SecretStr
@@ -206,23 +206,23 @@ class TokenClient:
         return self._parse_token(body, sent_at, sent_at_wall)
 
     def _redirected(self, status: int, location: str) -> _TokenRequestFailed:
-        """A redirect is refused; the message names where it pointed: another host by name only,
-        this host by the URL to configure instead (never userinfo, query or fragment)."""
+        """A redirect is refused; the message names where it pointed: another origin by host only,
+        this one by the URL to configure instead (never userinfo, query or fragment)."""
         where, fix = "an unknown host", "fix token_url"
+        configured = urlsplit(self.settings.token_url)
         try:  # a Location that does not parse is no crash
             target = urlsplit(urljoin(self.settings.token_url, location)) if location.strip() else None
+            same = target is not None and _origin(target) == _origin(configured)
         except ValueError:
-            target = None
-        if target is not None and target.netloc:
-            host = target.netloc.rpartition("@")[2]
-            if host.lower() == self._host.rpartition("@")[2].lower():
-                path = self._shown(target.path) or "/"
-                where = f"{path} on the same host"
-                fix = f"set token_url to {target.scheme}://{host}{path}"
-                if target.path == urlsplit(self.settings.token_url).path + "/":
-                    fix += " (add the trailing slash)"
-            else:
-                where = self._shown(host) or where
+            target, same = None, False
+        if target is not None and same:
+            path = self._shown(target.path) or "/"
+            where = f"{path} on the same host"
+            fix = f"set token_url to {configured.scheme}://{self._host}{path}"
+            if target.path == configured.path + "/":
+                fix += " (add the trailing slash)"
+        elif target is not None and target.netloc:
+            where = self._shown(target.netloc.rpartition("@")[2]) or where
         return self._failure(
             f"token endpoint {self._host} answered HTTP {status} redirecting to {where}; "
             f"redirects are not followed so credentials stay on the configured host: {fix}",
@@ -646,6 +646,12 @@ def _numeric_date(value: object) -> float | None:
     except OverflowError:  # an int beyond any float
         return None
     return seconds if math.isfinite(seconds) else None
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL, the port made explicit; raises ValueError for a bad port."""
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -395,7 +395,7 @@ def test_a_same_host_redirect_names_the_url_to_configure(server: TokenServer) ->
 
 
 def test_a_same_host_redirect_elsewhere_shows_the_path_without_the_slash_hint(server: TokenServer) -> None:
-    server.redirect_next(1, location=f"{server.url}/oauth2/v2/token", status=308)
+    server.redirect_next(1, location=f"{server.url.upper()}/oauth2/v2/token?client_secret=x", status=308)
     with pytest.raises(OAuth2AuthenticationError) as info:
         fetch(server)
     message = str(info.value)
