@@ -615,9 +615,10 @@ def jwt_lifetime(token: str, now_wall: float) -> float | None:
     """Seconds a JWT access token lasts from now by its own claims (read unverified, only to
     schedule a refresh); None when it is no JWT or has no usable ``exp``.
 
-    With ``iat``, ``exp - iat`` on the issuer's clock, so a skewed clock here neither stretches
-    nor voids it; a whole-second ``iat`` may be up to a second before the token was issued, so
-    that second is taken off. Without ``iat``, ``exp`` less this machine's wall clock.
+    Without ``iat``: ``exp`` less this machine's wall clock. With ``iat``, the token was issued at
+    ``iat`` (a whole-second ``iat``: within the second after it), so ``now_wall`` is clamped into
+    that interval first: with clocks in step that is exactly ``exp - now_wall`` (no second lost to
+    the truncation), and a clock here minutes off neither stretches the token nor voids it.
     """
     parts = token.split(".")
     if len(parts) != 3:
@@ -634,7 +635,8 @@ def jwt_lifetime(token: str, now_wall: float) -> float | None:
         return None
     if iat is None:
         return exp - now_wall
-    return exp - iat - (1.0 if iat.is_integer() else 0.0)
+    issued = min(max(now_wall, iat), iat + (1.0 if iat.is_integer() else 0.0))
+    return exp - issued
 
 
 def _numeric_date(value: object) -> float | None:

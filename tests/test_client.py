@@ -225,7 +225,7 @@ def test_whole_second_iat_and_exp_never_make_a_token_outlive_its_jwt(server: Tok
     for _ in range(5):
         token = client.fetch()
         exp = claims_of(token.access_token.get_secret_value())["exp"]
-        assert isinstance(exp, int) and token.expires_at_wall <= exp, (token.expires_at_wall, exp)
+        assert isinstance(exp, int) and token.expires_at_wall <= exp + 1e-6, (token.expires_at_wall, exp)
         assert 2 <= token.lifetime <= 3
 
 
@@ -536,8 +536,11 @@ def test_jwt_lifetime_reads_exp_and_iat_without_verifying() -> None:
         return jwt.encode(claims, "k" * 32, algorithm="HS256")
 
     assert jwt_lifetime(signed({"exp": 2_000_000_000}), 1_999_999_000.0) == 1000.0
-    assert jwt_lifetime(signed({"iat": 1000, "exp": 1300}), 5.0) == 299.0  # whole-second iat
-    assert jwt_lifetime(signed({"iat": 1000.5, "exp": 1300}), 5.0) == 299.5
+    whole = signed({"iat": 1000, "exp": 1300})  # issued within [1000, 1001)
+    assert jwt_lifetime(whole, 1000.25) == 299.75  # clocks in step: exp - now
+    assert jwt_lifetime(whole, 5000.0) == 299.0  # this clock ahead: the latest issue time
+    assert jwt_lifetime(whole, 5.0) == 300.0  # this clock behind: the earliest
+    assert jwt_lifetime(signed({"iat": 1000.5, "exp": 1300}), 5000.0) == 299.5
     assert jwt_lifetime(signed({"iat": True, "exp": 1300}), 1000.0) == 300.0
     assert jwt_lifetime(signed({"exp": 10**400}), 0.0) is None
     assert jwt_lifetime("opaque-token", 0.0) is None
