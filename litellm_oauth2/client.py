@@ -23,7 +23,7 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, quote_plus, urlencode, urljoin, urlsplit
 
 import requests
 from pydantic import SecretStr
@@ -215,23 +215,23 @@ class TokenClient:
         return self._parse_token(body, sent_at, sent_at_wall)
 
     def _redirected(self, status: int, location: str) -> _TokenRequestFailed:
-        """A redirect is refused; the message names where it pointed: another host by name only,
-        this host by the URL to configure instead (never userinfo, query or fragment)."""
+        """A redirect is refused; the message names where it pointed: another origin by host only,
+        this one by the URL to configure instead (never userinfo, query or fragment)."""
         where, fix = "an unknown host", "fix token_url"
+        configured = urlsplit(self.settings.token_url)
         try:  # a Location that does not parse is no crash
             target = urlsplit(urljoin(self.settings.token_url, location)) if location.strip() else None
+            same = target is not None and _origin(target) == _origin(configured)
         except ValueError:
-            target = None
-        if target is not None and target.netloc:
-            host = target.netloc.rpartition("@")[2]
-            if host.lower() == self._host.rpartition("@")[2].lower():
-                path = self._shown(target.path) or "/"
-                where = f"{path} on the same host"
-                fix = f"set token_url to {target.scheme}://{host}{path}"
-                if target.path == urlsplit(self.settings.token_url).path + "/":
-                    fix += " (add the trailing slash)"
-            else:
-                where = self._shown(host) or where
+            target, same = None, False
+        if target is not None and same:
+            path = self._shown(target.path) or "/"
+            where = f"{path} on the same host"
+            fix = f"set token_url to {configured.scheme}://{self._host}{path}"
+            if target.path == configured.path + "/":
+                fix += " (add the trailing slash)"
+        elif target is not None and target.netloc:
+            where = self._shown(target.netloc.rpartition("@")[2]) or where
         return self._failure(
             f"token endpoint {self._host} answered HTTP {status} redirecting to {where}; "
             f"redirects are not followed so credentials stay on the configured host: {fix}",
@@ -340,24 +340,24 @@ class TokenClient:
         )
 
     def _client_hint(self) -> str:
-        """What to check when the endpoint refused the client's credentials (field names only)."""
+        """What to check when the endpoint refused the client's credentials (field names only;
+        worded so that LiteLLM's secret redaction, which the proxy applies to errors, leaves it
+        whole: no "client_secret" before a space, no "Basic" before a word)."""
         s = self.settings
         if s.token_endpoint_auth_method == "private_key_jwt":
-            return (
-                "; check client_id, the private key, key_id, signing_algorithm and token_endpoint_auth_method"
-            )
-        hint = "; check client_id, client_secret and token_endpoint_auth_method"
+            return "; check client_id, the private key, key_id, signing_algorithm, token_endpoint_auth_method"
+        hint = "; check client_id, client_secret, token_endpoint_auth_method"
         secret = s.client_secret.get_secret_value() if s.client_secret else ""
         encoded = (quote(s.client_id, safe=""), quote(secret, safe=""))
         if s.token_endpoint_auth_method != "client_secret_basic" or encoded == (s.client_id, secret):
             return hint
         if s.basic_auth_encoding == "raw":
             return hint + (
-                '; basic_auth_encoding is "raw": a server following RFC 6749 expects them form-encoded '
-                "(remove the setting)"
+                '; basic_auth_encoding is "raw", but a server following RFC 6749 expects the id and '
+                "secret form-encoded (remove the setting)"
             )
         return hint + (
-            "; Basic authentication form-encodes client_id and client_secret (RFC 6749), which changes "
+            "; client_secret_basic form-encodes the id and secret first (RFC 6749), which changes "
             'these: if the server expects them as they are, set basic_auth_encoding: "raw"'
         )
 
@@ -624,9 +624,10 @@ def jwt_lifetime(token: str, now_wall: float) -> float | None:
     """Seconds a JWT access token lasts from now by its own claims (read unverified, only to
     schedule a refresh); None when it is no JWT or has no usable ``exp``.
 
-    With ``iat``, ``exp - iat`` on the issuer's clock, so a skewed clock here neither stretches
-    nor voids it; a whole-second ``iat`` may be up to a second before the token was issued, so
-    that second is taken off. Without ``iat``, ``exp`` less this machine's wall clock.
+    Without ``iat``: ``exp`` less this machine's wall clock. With ``iat``, the token was issued at
+    ``iat`` (a whole-second ``iat``: within the second after it), so ``now_wall`` is clamped into
+    that interval first: with clocks in step that is exactly ``exp - now_wall`` (no second lost to
+    the truncation), and a clock here minutes off neither stretches the token nor voids it.
     """
     parts = token.split(".")
     if len(parts) != 3:
@@ -643,7 +644,8 @@ def jwt_lifetime(token: str, now_wall: float) -> float | None:
         return None
     if iat is None:
         return exp - now_wall
-    return exp - iat - (1.0 if iat.is_integer() else 0.0)
+    issued = min(max(now_wall, iat), iat + (1.0 if iat.is_integer() else 0.0))
+    return exp - issued
 
 
 def _numeric_date(value: object) -> float | None:
@@ -655,6 +657,12 @@ def _numeric_date(value: object) -> float | None:
     except OverflowError:  # an int beyond any float
         return None
     return seconds if math.isfinite(seconds) else None
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL, the port made explicit; raises ValueError for a bad port."""
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

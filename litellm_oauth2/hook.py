@@ -72,15 +72,19 @@ _J = TypeVar("_J")
 class OAuth2ProviderError(OAuth2AuthenticationError):
     """The token for a LiteLLM call could not be obtained; no request was sent.
 
-    Always one of the subclasses below, each also the LiteLLM exception whose Router handling fits
-    (LiteLLM passes its own exceptions to the caller unchanged): ``OAuth2TokenUnavailableError``
-    (``transient``: the Router may retry it) and ``OAuth2ClientRejectedError`` (permanent: neither
-    retried on the deployment nor put in cooldown). ``except OAuth2ProviderError`` and
-    ``except OAuth2AuthenticationError`` catch both.
+    Always one of the subclasses below (``OAuth2ProviderError(error, model)`` picks it), each also
+    the LiteLLM exception whose Router handling fits (LiteLLM passes its own exceptions to the
+    caller unchanged): ``OAuth2TokenUnavailableError`` (``transient``: the Router may retry it) and
+    ``OAuth2ClientRejectedError`` (permanent: neither retried on the deployment nor put in
+    cooldown). ``except OAuth2ProviderError`` and ``except OAuth2AuthenticationError`` catch both.
     """
 
     _litellm_base: ClassVar[Any]
     _transient: ClassVar[bool]
+
+    def __new__(cls, error: OAuth2Error, model: str) -> OAuth2ProviderError:
+        chosen = _provider_class(error) if cls is OAuth2ProviderError else cls
+        return super().__new__(chosen)
 
     def __init__(self, error: OAuth2Error, model: str) -> None:
         self._litellm_base.__init__(self, message=error.message, llm_provider=error.provider, model=model)
@@ -128,13 +132,18 @@ class OAuth2ProviderConfigurationError(OAuth2ClientRejectedError, OAuth2Configur
     activation by environment variable): ``except OAuth2ConfigurationError`` catches it as well."""
 
 
-def _provider_error(error: OAuth2Error, model: str) -> OAuth2ProviderError:
-    """``error`` as the LiteLLM exception that makes the Router retry only what may heal."""
+def _provider_class(error: OAuth2Error) -> type[OAuth2ProviderError]:
+    """The LiteLLM-facing class for ``error``: the Router retries only what may heal."""
     if isinstance(error, OAuth2ConfigurationError):
-        return OAuth2ProviderConfigurationError(error, model=model)
+        return OAuth2ProviderConfigurationError
     if isinstance(error, OAuth2AuthenticationError) and not error.transient:
-        return OAuth2ClientRejectedError(error, model=model)
-    return OAuth2TokenUnavailableError(error, model=model)
+        return OAuth2ClientRejectedError
+    return OAuth2TokenUnavailableError
+
+
+def _provider_error(error: OAuth2Error, model: str) -> OAuth2ProviderError:
+    """What a LiteLLM call for ``model`` raises when ``error`` left it without a token."""
+    return OAuth2ProviderError(error, model=model)
 
 
 def find_oauth2_error(exc: BaseException | None) -> OAuth2Error | None:

@@ -225,7 +225,7 @@ def test_whole_second_iat_and_exp_never_make_a_token_outlive_its_jwt(server: Tok
     for _ in range(5):
         token = client.fetch()
         exp = claims_of(token.access_token.get_secret_value())["exp"]
-        assert isinstance(exp, int) and token.expires_at_wall <= exp, (token.expires_at_wall, exp)
+        assert isinstance(exp, int) and token.expires_at_wall <= exp + 1e-6, (token.expires_at_wall, exp)
         assert 2 <= token.lifetime <= 3
 
 
@@ -395,7 +395,7 @@ def test_a_same_host_redirect_names_the_url_to_configure(server: TokenServer) ->
 
 
 def test_a_same_host_redirect_elsewhere_shows_the_path_without_the_slash_hint(server: TokenServer) -> None:
-    server.redirect_next(1, location=f"{server.url}/oauth2/v2/token", status=308)
+    server.redirect_next(1, location=f"{server.url.upper()}/oauth2/v2/token?client_secret=x", status=308)
     with pytest.raises(OAuth2AuthenticationError) as info:
         fetch(server)
     message = str(info.value)
@@ -416,7 +416,7 @@ def test_a_401_or_403_without_an_error_code_gets_the_invalid_client_hint(
         fetch(server)
     message = str(info.value)
     assert f"HTTP {status}" in message
-    assert "check client_id, client_secret and token_endpoint_auth_method" in message
+    assert "check client_id, client_secret, token_endpoint_auth_method" in message
     assert BASIC_HINT in message, "SECRET holds characters form-encoding changes"
     assert SECRET not in message and quote(SECRET, safe="") not in message
     assert server.token_requests == 1
@@ -445,6 +445,24 @@ def test_the_basic_encoding_hint_appears_only_when_encoding_changed_the_credenti
         assert "check client_id" in message
         assert (BASIC_HINT in message) is raw_hint, message
         assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"client_secret": "plain-secret-123"}, {"basic_auth_encoding": "raw"}],
+    ids=["basic-special", "basic-plain", "raw"],
+)
+def test_the_hints_survive_litellms_secret_redaction(server: TokenServer, overrides: dict[str, str]) -> None:
+    """The LiteLLM proxy passes error texts through its secret redaction: "client_secret" followed
+    by a space and a word reads to it as a credential, and the hint would lose words."""
+    from litellm.litellm_core_utils.secret_redaction import redact_string
+
+    server.fail_next(1, status=401, error="invalid_client")
+    with pytest.raises(OAuth2AuthenticationError) as info:
+        fetch(server, **overrides)
+    hint = str(info.value).partition("invalid_client")[2]
+    proxied = hint + "\n\nLiteLLM: model group 'chat' failed with the error above."
+    assert "REDACTED" not in redact_string(proxied), redact_string(proxied)
 
 
 def test_afetch_does_not_block_the_event_loop(server: TokenServer) -> None:
@@ -518,8 +536,11 @@ def test_jwt_lifetime_reads_exp_and_iat_without_verifying() -> None:
         return jwt.encode(claims, "k" * 32, algorithm="HS256")
 
     assert jwt_lifetime(signed({"exp": 2_000_000_000}), 1_999_999_000.0) == 1000.0
-    assert jwt_lifetime(signed({"iat": 1000, "exp": 1300}), 5.0) == 299.0  # whole-second iat
-    assert jwt_lifetime(signed({"iat": 1000.5, "exp": 1300}), 5.0) == 299.5
+    whole = signed({"iat": 1000, "exp": 1300})  # issued within [1000, 1001)
+    assert jwt_lifetime(whole, 1000.25) == 299.75  # clocks in step: exp - now
+    assert jwt_lifetime(whole, 5000.0) == 299.0  # this clock ahead: the latest issue time
+    assert jwt_lifetime(whole, 5.0) == 300.0  # this clock behind: the earliest
+    assert jwt_lifetime(signed({"iat": 1000.5, "exp": 1300}), 5000.0) == 299.5
     assert jwt_lifetime(signed({"iat": True, "exp": 1300}), 1000.0) == 300.0
     assert jwt_lifetime(signed({"exp": 10**400}), 0.0) is None
     assert jwt_lifetime("opaque-token", 0.0) is None

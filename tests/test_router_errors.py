@@ -25,7 +25,6 @@ from litellm_oauth2 import (
     find_oauth2_error,
 )
 from litellm_oauth2.cache import NEGATIVE_CACHE_SECONDS
-from litellm_oauth2.hook import _provider_error
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -139,11 +138,14 @@ def test_an_identity_provider_that_is_down_may_be_retried_within_num_retries() -
 
 
 def test_permanent_and_transient_errors_are_litellm_classes_the_router_treats_apart() -> None:
-    permanent = _provider_error(
+    permanent = OAuth2ProviderError(
         OAuth2AuthenticationError("refused", provider="gw", error="invalid_client", transient=False), "gw/m"
     )
-    transient = _provider_error(OAuth2AuthenticationError("down", provider="gw", http_status=503), "gw/m")
-    configuration = _provider_error(OAuth2ConfigurationError("bad field", provider="gw"), "gw/m")
+    transient = OAuth2ProviderError(OAuth2AuthenticationError("down", provider="gw", http_status=503), "gw/m")
+    configuration = OAuth2ProviderError(OAuth2ConfigurationError("bad field", provider="gw"), "gw/m")
+    assert type(permanent).__name__ == "OAuth2ClientRejectedError"
+    assert type(transient).__name__ == "OAuth2TokenUnavailableError"
+    assert type(configuration).__name__ == "OAuth2ProviderConfigurationError"
     for error in (permanent, configuration):
         assert isinstance(error, litellm.CallerCredentialAuthenticationError)
         assert not isinstance(error, litellm.APIConnectionError)
