@@ -20,6 +20,8 @@ from .testing import OpenAIUpstream, TokenServer
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_SECRET = "demo-secret-not-for-production"
+# The config names the secret's variable, as a real one should, so printing it shows no secret.
+DEMO_SECRET_ENV = "DEMO_CLIENT_SECRET"
 TOKEN_LIFETIME = 3.0
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
@@ -35,6 +37,7 @@ def _expect(condition: bool, what: str) -> None:
 
 def run_demo() -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ[DEMO_SECRET_ENV] = DEMO_SECRET
     started = time.monotonic()
     token_server = TokenServer(token_lifetime=TOKEN_LIFETIME, key_type="HS256")
     with token_server as tokens, OpenAIUpstream(tokens) as gateway:
@@ -44,7 +47,7 @@ def run_demo() -> int:
         config_file.write_text(config_text)
         print(f"1. Loopback OAuth2 token server at {tokens.token_url}")
         print(f"   OpenAI-compatible gateway at {gateway.base_url} (accepts only tokens from that server)")
-        print(f"   config used (kept at {config_file}):")
+        print(f"   config used (kept at {config_file}; the secret is read from ${DEMO_SECRET_ENV}):")
         print(config_text)
         try:
             _steps(config_file, tokens, gateway)
@@ -60,7 +63,7 @@ def _config(tokens: TokenServer, gateway: OpenAIUpstream) -> dict[str, Any]:
         "oauth2_providers": {
             "demo_provider": {
                 "client_id": DEMO_CLIENT_ID,
-                "client_secret": DEMO_SECRET,
+                "client_secret": f"os.environ/{DEMO_SECRET_ENV}",
                 "token_url": tokens.token_url,
                 "scope": "llm.chat llm.embed",
                 "api_base": gateway.base_url,
