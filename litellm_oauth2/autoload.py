@@ -21,17 +21,11 @@ import importlib.abc
 import importlib.machinery
 import logging
 import os
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-CONFIG_ENV_VAR = "LITELLM_OAUTH2_CONFIG"
-DISABLE_ENV_VAR = "LITELLM_OAUTH2_DISABLE"
+from ._environment import CONFIG_ENV_VAR, DISABLE_ENV_VAR
 
 logger = logging.getLogger("litellm_oauth2")
 
@@ -55,56 +49,18 @@ def install() -> None:
 
 def activate() -> None:
     """Register the handler from ``$LITELLM_OAUTH2_CONFIG``; a bad config is logged, then raised per call."""
-    from .config import OAuth2Config, config_path
+    from .config import OAuth2Config, config_path, read_document
     from .errors import OAuth2ConfigurationError
     from .hook import enable, register_broken_config
 
     path = config_path()
     document: object = None
     try:
-        document = _read_document(path)
+        document = read_document(path)
         enable(config=OAuth2Config.from_dict(document, source=str(path)))
     except OAuth2ConfigurationError as exc:
         logger.error("litellm-oauth2 not enabled: %s", exc)
         register_broken_config(exc, _provider_names(document))
-
-
-def _read_document(path: Path) -> object:
-    """The configuration file parsed, read once with the loader's size bound.
-
-    Raises ``OAuth2ConfigurationError`` when it is missing, not a regular file, too large, not
-    UTF-8 or not valid JSON/YAML. Opened non-blocking, so a FIFO without a writer cannot hold
-    the caller (a regular file ignores the flag).
-    """
-    from .config import MAX_CONFIG_BYTES, parse_document
-    from .errors import OAuth2ConfigurationError
-
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise OAuth2ConfigurationError(
-            f"configuration file '{path}' not found; create it or set {CONFIG_ENV_VAR} to its path"
-        ) from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise OAuth2ConfigurationError(f"configuration file '{path}' cannot be read ({reason})") from None
-    with open(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OAuth2ConfigurationError(f"configuration file '{path}' is not a regular file")
-        try:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise OAuth2ConfigurationError(f"configuration file '{path}' cannot be read ({reason})") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise OAuth2ConfigurationError(f"configuration file '{path}' is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise OAuth2ConfigurationError(
-            f"configuration file '{path}' is not UTF-8 text (bad byte at offset {exc.start})"
-        ) from None
-    return parse_document(text, source=str(path), yaml=path.suffix.lower() in (".yaml", ".yml"))
 
 
 def _provider_names(document: object) -> list[str]:

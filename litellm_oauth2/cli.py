@@ -18,8 +18,9 @@ from urllib.parse import unquote_plus, urlsplit
 import requests
 
 from . import __version__
+from ._environment import CONFIG_ENV_VAR
 from .client import TokenClient
-from .config import CONFIG_ENV_VAR, MemoryCacheSettings, ProviderSettings, RedisCacheSettings, load_config
+from .config import MemoryCacheSettings, ProviderSettings, RedisCacheSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2

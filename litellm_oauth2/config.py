@@ -15,11 +15,13 @@ when the handler registers the providers (``_compat.check_provider_names``).
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import ipaddress
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,10 +38,9 @@ from pydantic import (
     model_validator,
 )
 
+from ._environment import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from .errors import OAuth2ConfigurationError, OAuth2Error, OAuth2ValidationError
 
-CONFIG_ENV_VAR = "LITELLM_OAUTH2_CONFIG"
-DEFAULT_CONFIG_PATH = "litellm_config.json"
 ENV_REFERENCE_PREFIX = "os.environ/"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32
@@ -667,19 +668,39 @@ def load_config(path: str | os.PathLike[str] | None = None) -> OAuth2Config:
             them in ``problems`` (an ``OAuth2ValidationError`` when each is a value not allowed).
     """
     file = config_path(path)
+    return OAuth2Config.from_dict(read_document(file), source=str(file))
+
+
+def read_document(file: Path) -> object:
+    """The configuration file parsed, not yet validated: read once, at most ``MAX_CONFIG_BYTES``.
+
+    Only a regular file is read, opened non-blocking: a FIFO without a writer cannot hold the
+    caller and ``/dev/zero`` cannot fill its memory (a regular file ignores the flag).
+
+    Raises:
+        OAuth2ConfigurationError: the file is missing, not a regular file, unreadable, too
+            large, not UTF-8, or not valid JSON/YAML.
+    """
     try:
-        with file.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise OAuth2ConfigurationError(
             f"configuration file '{file}' not found; create it or set {CONFIG_ENV_VAR} to its path"
         ) from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        raise OAuth2ConfigurationError(
-            f"configuration file '{file}' cannot be read "
-            f"({getattr(exc, 'strerror', None) or type(exc).__name__})",
-            original_error=exc,
-        ) from None
+        raise _unreadable(file, exc) from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise _unreadable(file, IsADirectoryError(errno.EISDIR, "Is a directory"))
+        if not stat.S_ISREG(mode):
+            raise OAuth2ConfigurationError(f"configuration file '{file}' is not a regular file")
+        with open(descriptor, "rb", closefd=False) as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+    finally:
+        os.close(descriptor)
     if len(raw) > MAX_CONFIG_BYTES:
         raise OAuth2ConfigurationError(f"configuration file '{file}' is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -688,8 +709,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> OAuth2Config:
         raise OAuth2ConfigurationError(
             f"configuration file '{file}' is not UTF-8 text (bad byte at offset {exc.start})"
         ) from None
-    data = parse_document(text, source=str(file), yaml=file.suffix.lower() in (".yaml", ".yml"))
-    return OAuth2Config.from_dict(data, source=str(file))
+    return parse_document(text, source=str(file), yaml=file.suffix.lower() in (".yaml", ".yml"))
+
+
+def _unreadable(file: Path, exc: BaseException) -> OAuth2ConfigurationError:
+    return OAuth2ConfigurationError(
+        f"configuration file '{file}' cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})",
+        original_error=exc,
+    )
 
 
 def parse_document(text: str, *, source: str, yaml: bool = False) -> object:

@@ -29,7 +29,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
 import ssl
 import threading
 import weakref
@@ -46,7 +45,8 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_llm import CustomLLM
 from litellm.main import openai_chat_completions
 
-from ._compat import check_provider_names
+from ._compat import check_provider_names, litellm_routed_names
+from ._fork import reset_in_forked_child
 from .cache import TokenCache
 from .config import OAuth2Config, ProviderSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
@@ -277,7 +277,7 @@ class OAuth2Provider(CustomLLM):
         self._sync_client: openai.OpenAI | None = None
         self._async_clients: weakref.WeakKeyDictionary[Any, openai.AsyncOpenAI] = weakref.WeakKeyDictionary()
         self._clients_lock = threading.Lock()
-        _LIVE_PROVIDERS.add(self)
+        reset_in_forked_child(self)
         self._redacted = [v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH]
 
     def __repr__(self) -> str:
@@ -505,7 +505,7 @@ class OAuth2Provider(CustomLLM):
         if self._sync_client is not None:
             self._sync_client.close()
 
-    def _forget_clients(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """In a forked child: drop (not close) the inherited clients, whose pooled connections
         are the parent's sockets too; the next call builds its own."""
         self._clients_lock = threading.Lock()
@@ -549,17 +549,6 @@ def _retry_once_on_401(
     yield _Invalidate(_token_of(authorization))
     logger.info("provider %s: gateway answered 401, retrying once with a new token", provider)
     return (yield _Send((yield _Authorize())))
-
-
-_LIVE_PROVIDERS: weakref.WeakSet[OAuth2Provider] = weakref.WeakSet()
-
-
-def _forget_clients_after_fork() -> None:
-    for provider in list(_LIVE_PROVIDERS):
-        provider._forget_clients()
-
-
-os.register_at_fork(after_in_child=_forget_clients_after_fork)
 
 
 def _on_event_loop() -> bool:
@@ -701,7 +690,12 @@ def enable(config_path: str | Path | None = None, *, config: OAuth2Config | None
 
 
 def register_broken_config(error: OAuth2ConfigurationError, names: list[str]) -> None:
-    """After a failed activation, make calls to the providers ``names`` fail with ``error``."""
-    if names:
+    """After a failed activation, make calls to the providers ``names`` fail with ``error``.
+
+    Names LiteLLM serves itself are left alone: a stand-in could never receive their calls.
+    """
+    routed = litellm_routed_names()
+    usable = [name for name in names if name not in routed]
+    if usable:
         stand_in = _MisconfiguredProvider(error)
-        _register({name: stand_in for name in names})
+        _register({name: stand_in for name in usable})

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -1487,3 +1488,31 @@ def test_cross_field_rules_are_checked_alongside_bad_fields() -> None:
 def test_an_invalid_allow_insecure_http_is_blamed_alone() -> None:
     error = provider_error(settings_of(token_url="http://idp.example.com/t", allow_insecure_http="maybe"))
     assert [p.field for p in error.problems] == ["allow_insecure_http"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_load_config_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "litellm_config.json"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_config(fifo)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():
+        with open(fifo, "w"):  # release the blocked reader, so the test process can end
+            pass
+        pytest.fail("load_config blocked on a FIFO with no writer")
+    assert len(outcome) == 1 and isinstance(outcome[0], OAuth2ConfigurationError)
+    assert "not a regular file" in str(outcome[0])
+
+
+def test_load_config_reads_at_most_the_size_bound_of_an_endless_file() -> None:
+    with pytest.raises(OAuth2ConfigurationError, match=r"not a regular file|larger than"):
+        load_config("/dev/zero")

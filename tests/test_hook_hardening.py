@@ -280,3 +280,20 @@ def _quiet_litellm() -> Iterator[None]:
     litellm.suppress_debug_info = True
     yield
     sys.stdout.flush()
+
+
+def test_a_broken_config_registers_no_stand_in_for_a_name_litellm_serves_itself() -> None:
+    import litellm
+
+    from litellm_oauth2.errors import OAuth2ConfigurationError
+    from litellm_oauth2.hook import register_broken_config
+
+    kept = list(litellm.custom_provider_map)
+    try:
+        register_broken_config(OAuth2ConfigurationError("broken"), ["openai", "broken_corp"])
+        registered = {entry["provider"] for entry in litellm.custom_provider_map}
+        assert "broken_corp" in registered
+        assert "openai" not in registered, "a stand-in for a built-in name would shadow nothing and warn"
+    finally:
+        litellm.custom_provider_map = kept
+        litellm.utils.custom_llm_setup()
