@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cache import TokenCache
+    from .cache import TokenCache, TokenStore
     from .client import Token, TokenClient
     from .config import OAuth2Config, ProviderSettings, load_config
     from .errors import (
@@ -20,7 +20,14 @@ if TYPE_CHECKING:
         OAuth2Error,
         OAuth2ValidationError,
     )
-    from .hook import OAuth2Handler, OAuth2ProviderError, enable, find_oauth2_error
+    from .hook import (
+        OAuth2ClientRejectedError,
+        OAuth2Handler,
+        OAuth2ProviderError,
+        OAuth2TokenUnavailableError,
+        enable,
+        find_oauth2_error,
+    )
 
     proxy_handler: OAuth2Handler
 
@@ -37,24 +44,30 @@ _EXPORTS = {
     "Token": "client",
     "TokenClient": "client",
     "TokenCache": "cache",
+    "TokenStore": "cache",
     "OAuth2Handler": "hook",
     "OAuth2ProviderError": "hook",
+    "OAuth2ClientRejectedError": "hook",
+    "OAuth2TokenUnavailableError": "hook",
     "enable": "hook",
     "find_oauth2_error": "hook",
 }
 
 __all__ = [
     "OAuth2AuthenticationError",
+    "OAuth2ClientRejectedError",
     "OAuth2Config",
     "OAuth2ConfigurationError",
     "OAuth2Error",
     "OAuth2Handler",
     "OAuth2ProviderError",
+    "OAuth2TokenUnavailableError",
     "OAuth2ValidationError",
     "ProviderSettings",
     "Token",
     "TokenCache",
     "TokenClient",
+    "TokenStore",
     "__version__",
     "enable",
     "find_oauth2_error",

@@ -31,7 +31,7 @@ from litellm.constants import openai_compatible_providers
 from litellm.llms.openai_like.json_loader import JSONProviderRegistry
 from litellm.types.utils import LlmProvidersSet
 
-from .config import combined_error
+from .config import _combined_error
 from .errors import OAuth2ConfigurationError, OAuth2ValidationError
 
 __all__ = ["check_provider_names", "litellm_routed_names"]
@@ -69,4 +69,4 @@ def check_provider_names(names: Iterable[str]) -> None:
         if name in routed
     ]
     if problems:
-        raise combined_error(problems, "oauth2_providers")
+        raise _combined_error(problems, "oauth2_providers")

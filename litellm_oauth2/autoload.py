@@ -27,6 +27,12 @@ from types import ModuleType
 
 from ._environment import CONFIG_ENV_VAR, DISABLE_ENV_VAR
 
+__all__ = [
+    "activate",
+    "install",
+    "is_disabled",
+]
+
 logger = logging.getLogger("litellm_oauth2")
 
 _LITELLM = "litellm"
@@ -51,7 +57,7 @@ def activate() -> None:
     """Register the handler from ``$LITELLM_OAUTH2_CONFIG``; a bad config is logged, then raised per call."""
     from .config import OAuth2Config, config_path, read_document
     from .errors import OAuth2ConfigurationError
-    from .hook import enable, register_broken_config
+    from .hook import _register_broken_config, enable
 
     path = config_path()
     document: object = None
@@ -60,7 +66,7 @@ def activate() -> None:
         enable(config=OAuth2Config.from_dict(document, source=str(path)))
     except OAuth2ConfigurationError as exc:
         logger.error("litellm-oauth2 not enabled: %s", exc)
-        register_broken_config(exc, _provider_names(document))
+        _register_broken_config(exc, _provider_names(document))
 
 
 def _provider_names(document: object) -> list[str]:

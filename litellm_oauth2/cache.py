@@ -49,8 +49,20 @@ from typing import TYPE_CHECKING, Protocol
 
 from ._fork import reset_in_forked_child
 from .client import Token, TokenClient
-from .config import OAuth2Config, ProviderSettings, RedisCacheSettings, unknown_provider
+from .config import OAuth2Config, ProviderSettings, RedisCacheSettings, _unknown_provider
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
+
+__all__ = [
+    "MIN_TOKEN_LIFETIME_SECONDS",
+    "NEGATIVE_CACHE_SECONDS",
+    "REFETCH_AFTER_401_SECONDS",
+    "CacheStats",
+    "InMemoryTokenStore",
+    "Lifecycle",
+    "TokenCache",
+    "TokenStore",
+    "max_fetch_seconds",
+]
 
 if TYPE_CHECKING:
     from .redis_store import RedisTokenStore
@@ -373,7 +385,7 @@ class TokenCache:
         try:
             return self._slots[provider]
         except KeyError:
-            raise unknown_provider(provider, self._slots) from None
+            raise _unknown_provider(provider, self._slots) from None
 
     def _slow_get(self, provider: str) -> _Cached:
         slot = self._slot(provider)

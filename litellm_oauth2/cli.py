@@ -23,20 +23,29 @@ from .client import TokenClient
 from .config import MemoryCacheSettings, ProviderSettings, RedisCacheSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
+__all__ = [
+    "CacheCheck",
+    "ProviderCheck",
+    "build_parser",
+    "check_cache",
+    "check_provider",
+    "main",
+]
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 # The probe value ``check`` writes to Redis expires by itself should the delete never arrive.
 CACHE_PROBE_TTL_MS = 30_000
 
-EPILOG_CHECK = """examples:
+_EPILOG_CHECK = """examples:
   litellm-oauth2 check
   litellm-oauth2 check --config /etc/litellm/litellm_config.json --provider azure_apim
   litellm-oauth2 check --json | jq '.providers[] | select(.ok | not)'
 """
-EPILOG_TOKEN = """examples:
+_EPILOG_TOKEN = """examples:
   litellm-oauth2 token my_provider
   curl -H "Authorization: Bearer $(litellm-oauth2 token my_provider)" https://gateway.example.com/v1/models
 """
-EPILOG_DEMO = """The demo needs no credentials: it starts a loopback OAuth2 token server and an
+_EPILOG_DEMO = """The demo needs no credentials: it starts a loopback OAuth2 token server and an
 OpenAI-compatible gateway, and sends real LiteLLM calls through the plugin."""
 
 
@@ -176,7 +185,7 @@ def _redis_reason(exc: BaseException, url: str) -> str:
     return text
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = args.provider or list(config.oauth2_providers)
     providers = [config.provider(name) for name in names]
@@ -224,14 +233,14 @@ def _table(rows: list[ProviderCheck]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def cmd_token(args: argparse.Namespace) -> int:
+def _cmd_token(args: argparse.Namespace) -> int:
     settings = load_config(args.config).provider(args.name)
     token = TokenClient(settings).fetch()
     print(token.access_token.get_secret_value())
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo()
@@ -250,30 +259,30 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="validate the config, fetch a token per provider, try it on the gateway, and test the cache",
-        epilog=EPILOG_CHECK,
+        epilog=_EPILOG_CHECK,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("--config", metavar="PATH", help="litellm_config.json (or .yaml) to read")
     check.add_argument("--provider", metavar="NAME", action="append", help="check only NAME (repeatable)")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
-    check.set_defaults(run=cmd_check)
+    check.set_defaults(run=_cmd_check)
 
     token = commands.add_parser(
         "token",
         help="print a fresh access token for NAME on stdout",
-        epilog=EPILOG_TOKEN,
+        epilog=_EPILOG_TOKEN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     token.add_argument("name", metavar="NAME", help="provider name from the config")
     token.add_argument("--config", metavar="PATH", help="litellm_config.json (or .yaml) to read")
-    token.set_defaults(run=cmd_token)
+    token.set_defaults(run=_cmd_token)
 
     demo = commands.add_parser(
         "demo",
         help="run real LiteLLM calls through the plugin against loopback servers",
-        description=EPILOG_DEMO,
+        description=_EPILOG_DEMO,
     )
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=_cmd_demo)
     return parser
 
 

@@ -35,6 +35,12 @@ from ._fork import reset_in_forked_child
 from .config import ProviderSettings
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
 
+__all__ = [
+    "Token",
+    "TokenClient",
+    "jwt_lifetime",
+]
+
 logger = logging.getLogger("litellm_oauth2")
 
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -258,7 +264,7 @@ class TokenClient:
         params += list(s.extra_token_params.items())
         secret = s.client_secret.get_secret_value() if s.client_secret else ""
         if s.token_endpoint_auth_method == "client_secret_basic":
-            headers["Authorization"] = basic_authorization(
+            headers["Authorization"] = _basic_authorization(
                 s.client_id, secret, raw=s.basic_auth_encoding == "raw"
             )
         elif s.token_endpoint_auth_method == "client_secret_post":
@@ -333,7 +339,7 @@ class TokenClient:
         return self._failure(
             f"token endpoint {self._host} answered HTTP {status}{detail}{hint}",
             retryable=retryable,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            retry_after=_parse_retry_after(response.headers.get("Retry-After")),
             http_status=status,
             error=error,
             error_description=description,
@@ -438,7 +444,7 @@ class TokenClient:
         sent = [secret, quote(secret, safe=""), quote_plus(secret)]
         if secret:
             raw = s.basic_auth_encoding == "raw"
-            sent.append(basic_authorization(s.client_id, secret, raw=raw).removeprefix("Basic "))
+            sent.append(_basic_authorization(s.client_id, secret, raw=raw).removeprefix("Basic "))
         with self._refresh_lock:
             refresh_token = self._refresh_token
         if refresh_token is not None:
@@ -594,7 +600,7 @@ def _session_with_deadlines() -> requests.Session:
     return session
 
 
-def basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:
+def _basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:
     """RFC 6749 §2.3.1: both parts form-urlencoded before base64, unless ``raw`` (some servers want that)."""
     if not raw:
         # %20 rather than "+" for a space: servers decoding with unquote (Authlib) and with
@@ -604,7 +610,7 @@ def basic_authorization(client_id: str, client_secret: str, *, raw: bool = False
     return "Basic " + base64.b64encode(credentials).decode("ascii")
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def _parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or garbage."""
     if not value:
         return None

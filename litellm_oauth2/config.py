@@ -41,6 +41,18 @@ from pydantic import (
 from ._environment import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from .errors import OAuth2ConfigurationError, OAuth2Error, OAuth2ValidationError
 
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MemoryCacheSettings",
+    "OAuth2Config",
+    "ProviderSettings",
+    "RedisCacheSettings",
+    "RetrySettings",
+    "config_path",
+    "load_config",
+    "read_document",
+]
+
 ENV_REFERENCE_PREFIX = "os.environ/"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32
@@ -65,10 +77,11 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")
 _PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 
+
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
-def is_loopback_host(host: str) -> bool:
+def _is_loopback_host(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: the only hosts plain HTTP is allowed to by default."""
     if host.lower() in ("localhost", "localhost."):
         return True
@@ -78,7 +91,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_http_url(value: str, *, allow_insecure_http: bool) -> str:
+def _check_http_url(value: str, *, allow_insecure_http: bool) -> str:
     """Absolute http(s) URL with a host and no fragment; plain http only towards loopback."""
     if value != value.strip() or not value:
         raise ValueError("must be an absolute http(s) URL without surrounding spaces")
@@ -91,7 +104,7 @@ def check_http_url(value: str, *, allow_insecure_http: bool) -> str:
         raise ValueError("must not contain a fragment ('#...')")
     if parts.username or parts.password:
         raise ValueError("must not embed credentials; use client_id/client_secret")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback_host(parts.hostname):
         raise ValueError(
             "uses plain http:// towards a non-loopback host, which would send credentials in clear text; "
             "use https:// or set allow_insecure_http: true"
@@ -273,7 +286,7 @@ class ProviderSettings(BaseModel):
         if value is None:
             return None
         # Absent when allow_insecure_http was invalid itself: that field alone is blamed.
-        return check_http_url(value, allow_insecure_http=info.data.get("allow_insecure_http", True))
+        return _check_http_url(value, allow_insecure_http=info.data.get("allow_insecure_http", True))
 
     @field_validator("token_endpoint_auth_method")
     @classmethod
@@ -283,13 +296,13 @@ class ProviderSettings(BaseModel):
         if method == "private_key_jwt":
             keys = [data[field] for field in ("private_key", "private_key_path") if field in data]
             if len(keys) == 2 and (keys[0] is None) == (keys[1] is None):
-                raise FieldError(
+                raise _FieldError(
                     "private_key", "private_key_jwt needs exactly one of private_key or private_key_path"
                 )
         elif "client_secret" in data:
             secret = data["client_secret"]
             if secret is None or not secret.get_secret_value():
-                raise FieldError(
+                raise _FieldError(
                     "client_secret",
                     f"is required for {method} (or set token_endpoint_auth_method: private_key_jwt)",
                 )
@@ -370,14 +383,14 @@ class OAuth2Config(BaseModel):
         try:
             return self.oauth2_providers[name]
         except KeyError:
-            raise unknown_provider(name, self.oauth2_providers) from None
+            raise _unknown_provider(name, self.oauth2_providers) from None
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "configuration") -> OAuth2Config:
         """Validate a parsed document.
 
         Raises:
-            OAuth2ConfigurationError: listing every problem found (see ``combined_error``).
+            OAuth2ConfigurationError: listing every problem found (see ``_combined_error``).
         """
         if not isinstance(data, Mapping):
             raise OAuth2ConfigurationError(
@@ -420,12 +433,12 @@ class OAuth2Config(BaseModel):
                     providers[name] = provider
         cache = _validate_cache(data.get("cache", {"type": "memory"}), source, problems)
         if problems.found:
-            raise combined_error(problems.found, source)
+            raise _combined_error(problems.found, source)
         assert cache is not None  # no problem found, so the cache validated
         return cls.model_construct(oauth2_providers=providers, cache=cache)
 
 
-def unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationError:
+def _unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationError:
     """The error for a provider name that is not configured, listing the ones that are."""
     listed = ", ".join(sorted(known)) or "none"
     return OAuth2ConfigurationError(
@@ -433,7 +446,7 @@ def unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationErro
     )
 
 
-class FieldError(ValueError):
+class _FieldError(ValueError):
     """A check that blames another field than the one it runs on, so the message can name it."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -441,7 +454,7 @@ class FieldError(ValueError):
         self.field = field
 
 
-def combined_error(problems: Sequence[OAuth2ConfigurationError], source: str) -> OAuth2ConfigurationError:
+def _combined_error(problems: Sequence[OAuth2ConfigurationError], source: str) -> OAuth2ConfigurationError:
     """One error for every problem found, each listed on its own line.
 
     The rule for its class: ``OAuth2ValidationError`` when every problem is a value that is not
@@ -501,7 +514,7 @@ def _suggestion(key: str, allowed: set[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid fields: {', '.join(sorted(allowed))}"
 
 
-def resolve_env_references(
+def _resolve_env_references(
     value: object, on_missing: Callable[[str, str], OAuth2Error], path: str = ""
 ) -> object:
     """Replace every ``os.environ/NAME`` string (at any depth) with the variable's value."""
@@ -515,11 +528,11 @@ def resolve_env_references(
         return resolved
     if isinstance(value, Mapping):
         return {
-            k: resolve_env_references(v, on_missing, f"{path}.{k}" if path else str(k))
+            k: _resolve_env_references(v, on_missing, f"{path}.{k}" if path else str(k))
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [resolve_env_references(v, on_missing, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_resolve_env_references(v, on_missing, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
@@ -602,7 +615,7 @@ def _resolve_each(
     resolved: dict[Any, Any] = {}
     for key, value in fields.items():
         try:
-            resolved[key] = resolve_env_references(value, missing, str(key))
+            resolved[key] = _resolve_env_references(value, missing, str(key))
         except OAuth2ConfigurationError as exc:
             problems.add(exc)
     return resolved
@@ -617,7 +630,7 @@ def _translate(
         field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
         ctx_error = (error.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, FieldError):
+        if isinstance(ctx_error, _FieldError):
             field, message = ctx_error.field, str(ctx_error)
         blamed = f"{field_prefix}{field}"
         if error["type"] == "missing":
@@ -709,7 +722,7 @@ def read_document(file: Path) -> object:
         raise OAuth2ConfigurationError(
             f"configuration file '{file}' is not UTF-8 text (bad byte at offset {exc.start})"
         ) from None
-    return parse_document(text, source=str(file), yaml=file.suffix.lower() in (".yaml", ".yml"))
+    return _parse_document(text, source=str(file), yaml=file.suffix.lower() in (".yaml", ".yml"))
 
 
 def _unreadable(file: Path, exc: BaseException) -> OAuth2ConfigurationError:
@@ -719,7 +732,7 @@ def _unreadable(file: Path, exc: BaseException) -> OAuth2ConfigurationError:
     )
 
 
-def parse_document(text: str, *, source: str, yaml: bool = False) -> object:
+def _parse_document(text: str, *, source: str, yaml: bool = False) -> object:
     """Parse JSON (or YAML) text, rejecting duplicate keys and absurd nesting."""
     if yaml:
         data = _parse_yaml(text, source)

@@ -51,6 +51,17 @@ from .cache import TokenCache
 from .config import OAuth2Config, ProviderSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
+__all__ = [
+    "OAuth2ClientRejectedError",
+    "OAuth2Handler",
+    "OAuth2Provider",
+    "OAuth2ProviderConfigurationError",
+    "OAuth2ProviderError",
+    "OAuth2TokenUnavailableError",
+    "enable",
+    "find_oauth2_error",
+]
+
 logger = logging.getLogger("litellm_oauth2")
 
 # What LiteLLM sees as the api_key of an OAuth2 provider; the real token is added by _BearerHeader.
@@ -689,7 +700,7 @@ def enable(config_path: str | Path | None = None, *, config: OAuth2Config | None
     return handler
 
 
-def register_broken_config(error: OAuth2ConfigurationError, names: list[str]) -> None:
+def _register_broken_config(error: OAuth2ConfigurationError, names: list[str]) -> None:
     """After a failed activation, make calls to the providers ``names`` fail with ``error``.
 
     Names LiteLLM serves itself are left alone: a stand-in could never receive their calls.

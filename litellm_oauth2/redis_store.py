@@ -67,6 +67,10 @@ from .client import Token
 from .config import ProviderSettings, RedisCacheSettings
 from .errors import OAuth2ConfigurationError
 
+__all__ = [
+    "RedisTokenStore",
+]
+
 logger = logging.getLogger("litellm_oauth2")
 
 SOCKET_TIMEOUT_SECONDS = 0.5

@@ -18,7 +18,7 @@ from helpers import SECRET, config_of, ec_key_pair, provider, provider_dict, rsa
 
 from litellm_oauth2 import OAuth2AuthenticationError, OAuth2ConfigurationError, TokenCache
 from litellm_oauth2.cache import InMemoryTokenStore
-from litellm_oauth2.client import TokenClient, basic_authorization, jwt_lifetime, parse_retry_after
+from litellm_oauth2.client import TokenClient, _basic_authorization, _parse_retry_after, jwt_lifetime
 from litellm_oauth2.testing import TokenServer
 from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response
 from litellm_oauth2.testing.token_server import ReplayResponse
@@ -513,8 +513,8 @@ def test_nothing_secret_in_logs_or_errors(server: TokenServer, caplog: pytest.Lo
 
 
 def test_basic_authorization_encoding() -> None:
-    assert basic_authorization("a b", "c:d") == "Basic " + base64.b64encode(b"a%20b:c%3Ad").decode()
-    assert basic_authorization("a b", "c:d", raw=True) == "Basic " + base64.b64encode(b"a b:c:d").decode()
+    assert _basic_authorization("a b", "c:d") == "Basic " + base64.b64encode(b"a%20b:c%3Ad").decode()
+    assert _basic_authorization("a b", "c:d", raw=True) == "Basic " + base64.b64encode(b"a b:c:d").decode()
 
 
 @pytest.mark.parametrize(
@@ -522,13 +522,13 @@ def test_basic_authorization_encoding() -> None:
     [("5", 5.0), (" 12 ", 12.0), ("", None), (None, None), ("soon", None), ("-3", None), ("1e9999", None)],
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
-    assert parse_retry_after(header) == expected
+    assert _parse_retry_after(header) == expected
 
 
 def test_parse_retry_after_http_date() -> None:
     from email.utils import formatdate
 
-    assert 28 <= (parse_retry_after(formatdate(time.time() + 30, usegmt=True)) or 0) <= 30
+    assert 28 <= (_parse_retry_after(formatdate(time.time() + 30, usegmt=True)) or 0) <= 30
 
 
 def test_jwt_lifetime_reads_exp_and_iat_without_verifying() -> None:

@@ -34,10 +34,10 @@ from litellm_oauth2.config import (
     ProviderSettings,
     RedisCacheSettings,
     RetrySettings,
+    _is_loopback_host,
+    _parse_document,
     config_path,
-    is_loopback_host,
     load_config,
-    parse_document,
 )
 from litellm_oauth2.errors import OAuth2ConfigurationError, OAuth2ValidationError
 
@@ -467,7 +467,7 @@ def test_https_accepted(url: str) -> None:
     ],
 )
 def test_is_loopback_host(host: str, loopback: bool) -> None:
-    assert is_loopback_host(host) is loopback
+    assert _is_loopback_host(host) is loopback
 
 
 # ------------------------------------------------------------------------------ resource, scope etc
@@ -1182,7 +1182,7 @@ def test_huge_integer_literal(tmp_path: Path) -> None:
 
 def test_parse_document_source_in_messages() -> None:
     with pytest.raises(OAuth2ConfigurationError, match=r"^inline: invalid JSON at line 1, column 1"):
-        parse_document("", source="inline")
+        _parse_document("", source="inline")
 
 
 # ----------------------------------------------------------------------------------- sample configs

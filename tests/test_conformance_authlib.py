@@ -26,7 +26,7 @@ from helpers import SECRET, ec_key_pair, provider, rsa_key_pair
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from litellm_oauth2 import OAuth2AuthenticationError
-from litellm_oauth2.client import Token, TokenClient, basic_authorization
+from litellm_oauth2.client import Token, TokenClient, _basic_authorization
 from litellm_oauth2.config import ProviderSettings
 
 # RFC 6749 §2.3.1 special characters, no space: both sides agree on the encoding.
@@ -266,7 +266,7 @@ def test_private_key_jwt_with_unknown_key_is_invalid_client(
 
 def test_authlib_reads_our_basic_credentials_back_exactly() -> None:
     """Authlib's own decoder on our own encoder: a space, '+' and '%' survive the round trip."""
-    header = basic_authorization("my client", "a b+c%d")
+    header = _basic_authorization("my client", "a b+c%d")
     assert base64.b64decode(header.split()[1]) == b"my%20client:a%20b%2Bc%25d"
     assert extract_basic_authorization({"Authorization": header}) == ("my client", "a b+c%d")
 

@@ -286,11 +286,11 @@ def test_a_broken_config_registers_no_stand_in_for_a_name_litellm_serves_itself(
     import litellm
 
     from litellm_oauth2.errors import OAuth2ConfigurationError
-    from litellm_oauth2.hook import register_broken_config
+    from litellm_oauth2.hook import _register_broken_config
 
     kept = list(litellm.custom_provider_map)
     try:
-        register_broken_config(OAuth2ConfigurationError("broken"), ["openai", "broken_corp"])
+        _register_broken_config(OAuth2ConfigurationError("broken"), ["openai", "broken_corp"])
         registered = {entry["provider"] for entry in litellm.custom_provider_map}
         assert "broken_corp" in registered
         assert "openai" not in registered, "a stand-in for a built-in name would shadow nothing and warn"

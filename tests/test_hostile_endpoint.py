@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from litellm_oauth2 import OAuth2AuthenticationError
-from litellm_oauth2.client import MAX_LIFETIME_SECONDS, Token, TokenClient, basic_authorization
+from litellm_oauth2.client import MAX_LIFETIME_SECONDS, Token, TokenClient, _basic_authorization
 from litellm_oauth2.testing.token_server import ReplayResponse, TokenServer
 
 REFRESH = "rt-KNOWN-refresh/+= token"
@@ -51,7 +51,7 @@ def credentials(client_id: str, refresh_token: str | None) -> dict[str, str]:
         "client secret": SECRET,
         "client secret (form-encoded)": quote_plus(SECRET),
         "client secret (percent-encoded)": quote(SECRET, safe=""),
-        "Basic credentials": basic_authorization(client_id, SECRET).removeprefix("Basic "),
+        "Basic credentials": _basic_authorization(client_id, SECRET).removeprefix("Basic "),
     }
     if refresh_token is not None:
         sent.update(
