@@ -609,6 +609,21 @@ def test_upstream_refetches_jwks_for_new_key(server: TokenServer, http: requests
         assert reply.status_code == 401 and "signing keys unavailable" in reply.headers["WWW-Authenticate"]
 
 
+def test_upstream_trusts_an_issuer_known_only_by_its_jwks_url(
+    server: TokenServer, http: requests.Session
+) -> None:
+    """An identity provider in another process: the gateway gets its JWKS address and a revocation check."""
+
+    class RemoteIssuer:
+        jwks_url = server.jwks_url
+
+        def is_revoked(self, token_or_jti: str) -> bool:
+            return False
+
+    with OpenAIUpstream(RemoteIssuer()) as gateway:  # type: ignore[arg-type]
+        assert http.get(gateway.base_url + "/models", headers=bearer(token(server, http))).status_code == 200
+
+
 def test_upstream_fail_next(server: TokenServer, upstream: OpenAIUpstream, http: requests.Session) -> None:
     valid = bearer(token(server, http))
     models = upstream.base_url + "/models"
