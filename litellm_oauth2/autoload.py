@@ -3,7 +3,8 @@
 ``litellm_oauth2_autoload.pth`` imports this module at interpreter start only when
 ``LITELLM_OAUTH2_CONFIG`` is set. It never imports LiteLLM: it puts a one-shot finder on
 ``sys.meta_path`` that, once ``import litellm`` has finished, registers the handler with
-``litellm_oauth2.enable()``. ``LITELLM_OAUTH2_DISABLE=1`` turns it off.
+``litellm_oauth2.enable()``. ``LITELLM_OAUTH2_DISABLE=1`` turns off this activation only: an explicit
+``litellm_oauth2.enable()`` and the proxy's ``callbacks`` line still work.
 
 ``litellm_oauth2.hook`` imports LiteLLM itself (``litellm_oauth2.enable()`` before any
 ``import litellm``); activating from inside that import would need the hook's names before they

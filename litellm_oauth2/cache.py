@@ -150,7 +150,8 @@ def _redis_store(settings: RedisCacheSettings) -> RedisTokenStore:
         if (exc.name or "").partition(".")[0] not in ("redis", "cryptography"):
             raise
         raise OAuth2ConfigurationError(
-            "cache: type 'redis' needs the redis extra: pip install 'litellm-oauth2[redis]'",
+            "cache: type 'redis' needs the redis extra: pip install redis cryptography "
+            "(or, in a clone of litellm-oauth2: pip install -e '.[redis]')",
             original_error=exc,
         ) from None
     return RedisTokenStore(settings)

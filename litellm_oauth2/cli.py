@@ -131,7 +131,10 @@ def check_cache(settings: MemoryCacheSettings | RedisCacheSettings) -> CacheChec
 
         from .redis_store import SOCKET_TIMEOUT_SECONDS
     except ImportError as exc:
-        row.result = f"the redis extra is not installed ({exc.name}): pip install 'litellm-oauth2[redis]'"
+        row.result = (
+            f"the redis extra is not installed ({exc.name}): pip install redis cryptography "
+            "(or, in a clone of litellm-oauth2: pip install -e '.[redis]')"
+        )
         return row
     key, value = f"{settings.key_prefix}check:{secrets.token_hex(8)}", secrets.token_hex(16)
     try:

@@ -697,7 +697,7 @@ def _load_signing_key(settings: ProviderSettings) -> Any:
     except ImportError:
         raise OAuth2ConfigurationError(
             f"provider '{name}': private_key_jwt needs PyJWT and cryptography; "
-            "install them with: pip install 'litellm-oauth2[jwt]'",
+            "install them with: pip install PyJWT cryptography (or, in a clone of litellm-oauth2: pip install -e '.[jwt]')",
             provider=name,
         ) from None
     field_name = "private_key" if settings.private_key is not None else "private_key_path"

@@ -18,6 +18,8 @@ from typing import Any
 
 from .testing import OpenAIUpstream, TokenServer
 
+__all__ = ["DemoFailure", "run_demo"]
+
 DEMO_CLIENT_ID = "demo-client"
 DEMO_SECRET = "demo-secret-not-for-production"
 # The config names the secret's variable, as a real one should, so printing it shows no secret.
@@ -40,14 +42,21 @@ def run_demo() -> int:
     os.environ[DEMO_SECRET_ENV] = DEMO_SECRET
     started = time.monotonic()
     token_server = TokenServer(token_lifetime=TOKEN_LIFETIME, key_type="HS256")
-    with token_server as tokens, OpenAIUpstream(tokens) as gateway:
+    with (
+        token_server as tokens,
+        OpenAIUpstream(tokens) as gateway,
+        tempfile.TemporaryDirectory(prefix="litellm-oauth2-demo-") as scratch,
+    ):
         tokens.add_client(DEMO_CLIENT_ID, DEMO_SECRET)
-        config_file = Path(tempfile.mkdtemp(prefix="litellm-oauth2-demo-")) / "litellm_config.json"
+        config_file = Path(scratch) / "litellm_config.json"
         config_text = json.dumps(_config(tokens, gateway), indent=2)
         config_file.write_text(config_text)
         print(f"1. Loopback OAuth2 token server at {tokens.token_url}")
         print(f"   OpenAI-compatible gateway at {gateway.base_url} (accepts only tokens from that server)")
-        print(f"   config used (kept at {config_file}; the secret is read from ${DEMO_SECRET_ENV}):")
+        print(
+            "   litellm_config.json used (the secret is read from "
+            f"${DEMO_SECRET_ENV}; point token_url and api_base at your own servers):"
+        )
         print(config_text)
         try:
             _steps(config_file, tokens, gateway)

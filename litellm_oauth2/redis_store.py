@@ -1,7 +1,7 @@
 """Tokens shared through Redis by every worker and replica: one token request per lifetime in total.
 
 Enabled by ``"cache": {"type": "redis", "url": "redis://host:6379/0", "key_prefix": "litellm_oauth2:",
-"encryption": true}``; needs the ``redis`` extra (``pip install 'litellm-oauth2[redis]'``). The
+"encryption": true}``; needs the ``redis`` extra (``pip install -e '.[redis]'`` in a clone). The
 ``TokenCache`` keeps its in-process copy in front: a local hit never touches the network, Redis is
 only consulted on the slow path (cold start, refresh, expiry).
 

@@ -19,6 +19,8 @@ from socketserver import TCPServer
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+__all__ = ["LoopbackServer", "RecordedRequest", "Response", "json_response", "media_type"]
+
 _S = TypeVar("_S", bound="LoopbackServer")
 
 

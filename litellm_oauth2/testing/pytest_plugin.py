@@ -11,6 +11,8 @@ import pytest
 
 from . import OpenAIUpstream, TokenServer
 
+__all__ = ["TEST_CLIENT_ID", "TEST_CLIENT_SECRET", "oauth2_token_server", "openai_upstream"]
+
 TEST_CLIENT_ID = "test-client"
 TEST_CLIENT_SECRET = "test-secret"
 

@@ -26,6 +26,8 @@ from urllib.parse import unquote_plus, urlsplit
 from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, _Handler, json_response, media_type
 
+__all__ = ["KEY_TYPES", "MALFORM_KINDS", "ReplayResponse", "TokenServer"]
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 

@@ -24,6 +24,8 @@ from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, json_response
 from .token_server import TokenServer
 
+__all__ = ["MODEL_ID", "OpenAIUpstream"]
+
 if TYPE_CHECKING:
     import jwt
 
