@@ -753,6 +753,9 @@ def quiet_litellm() -> Iterator[None]:
 
 
 @pytest.mark.timeout(3600)
+@pytest.mark.skipif(
+    not os.path.exists("/proc/net/tcp"), reason="tells forked children apart through Linux /proc"
+)
 def test_chaos(calls: int, seed: int, quiet_litellm: None, record_property: Any) -> None:
     rng = random.Random(seed)
     plan = [
