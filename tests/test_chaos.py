@@ -24,8 +24,9 @@ Asserted, each with a message saying what was lost or leaked:
   fail by a token fetch whose every attempt met an injected fault;
 * no thread or task of the plugin, the test servers or the test is left running.
 
-Size: 300 calls and 3 forks by default (CI), 2,000 calls and 10 forks with ``pytest --chaos-full``. The seed is random and
-printed with every failure; set ``LITELLM_OAUTH2_CHAOS_SEED`` to replay one.
+Size: 300 calls and 3 forks by default (CI), 2,000 calls and 10 forks with
+``pytest --chaos-full``. The seed is random and printed with every failure; set
+``LITELLM_OAUTH2_CHAOS_SEED`` to replay one.
 """
 
 from __future__ import annotations
@@ -89,7 +90,10 @@ ASYNC_KINDS = ("acompletion", "acompletion stream", "aembedding")
 CANCEL_RATE = 0.15
 CANCEL_WITHIN = (0.001, 0.25)  # seconds: wait_for's timeout, or the moment of Task.cancel()
 FIRST_CANCELLED_AT_FETCH = 3
-COLD_START_HOLD = 0.4  # the first token request is answered after this (under timeout_seconds)
+# The first token request, and this process's while a fork waits for a fetch in flight, are held
+# until the fork is done and a call was cancelled while waiting for it, at most this long (half
+# timeout_seconds: held, they still succeed).
+COLD_START_HOLD = 0.25
 # Forks: a child makes these calls through the handler it inherited, numbered from CHILD_CALLS_FROM.
 CHILD_KINDS = ("completion", "embedding")
 CHILD_CALLS_FROM = 1_000_000
@@ -140,7 +144,10 @@ class ChaosTokenServer(TokenServer):
         self.started = time.monotonic()
         self.children: set[int] = set()
         self.in_progress: list[TokenRequest] = []
-        self.hold = False  # while set, token requests are answered after COLD_START_HOLD
+        self.hold = False  # while set, this process's token requests are held (COLD_START_HOLD)
+        # Together they end the holds: a fork is done, a call was cancelled while waiting for a fetch.
+        self.forked = threading.Event()
+        self.cancelled_at_fetch = threading.Event()
         self._chaos_lock = threading.Lock()
 
     def in_outage(self, at: float) -> bool:
@@ -155,7 +162,7 @@ class ChaosTokenServer(TokenServer):
         """Whether this process is waiting for a token request now (one the client has not given up on)."""
         now = time.monotonic()
         with self._chaos_lock:
-            return any(r.pid == 0 and now - r.arrived < 0.8 * TIMEOUT_SECONDS for r in self.in_progress)
+            return any(r.pid == 0 and now - r.arrived < 0.8 * COLD_START_HOLD for r in self.in_progress)
 
     def respond(self, request: RecordedRequest) -> Response:
         if urlsplit(request.path).path != "/token":
@@ -171,7 +178,9 @@ class ChaosTokenServer(TokenServer):
             retry_after = self.rng.choice(["0", "1", "30", "soon"])
         try:
             if entry.index == 0 or (self.hold and pid == 0):
-                self.sleep(COLD_START_HOLD)  # callers pile up on the fetch
+                until = entry.arrived + COLD_START_HOLD  # callers pile up on the fetch
+                self.forked.wait(max(0.0, until - time.monotonic()))
+                self.cancelled_at_fetch.wait(max(0.0, until - time.monotonic()))
             return self.answer(request, entry, retry_after)
         finally:
             with self._chaos_lock:
@@ -376,8 +385,9 @@ def waiting_for_token(task: asyncio.Task[Any]) -> bool:
     return False
 
 
-async def cancellable_call(call: Call, active: dict[int, asyncio.Task[str]]) -> str:
+async def cancellable_call(call: Call, forker: Forker) -> str:
     """``async_call``, cancelled as ``call.cancel`` says; ``call.cancelled`` records whether it was."""
+    active = forker.active_tasks
     inner = active[call.index] = asyncio.create_task(async_call(call))
     try:
         if call.cancel == "wait_for":
@@ -393,6 +403,8 @@ async def cancellable_call(call: Call, active: dict[int, asyncio.Task[str]]) -> 
                 if at_fetch or time.monotonic() >= deadline:
                     call.cancelled_at_fetch = at_fetch
                     inner.cancel()
+                    if at_fetch:
+                        forker.token_server.cancelled_at_fetch.set()
                     break
                 await asyncio.wait([inner], timeout=0.002)
         try:
@@ -442,7 +454,7 @@ def run_calls(plan: list[Call], seed: int, bound: float, forker: Forker) -> Run:
                     await asyncio.sleep(0.005)
                 call.started = time.monotonic()
                 try:
-                    call.result = await cancellable_call(call, forker.active_tasks)
+                    call.result = await cancellable_call(call, forker)
                 except (Exception, asyncio.CancelledError) as exc:
                     call.error = exc
                 call.ended = time.monotonic()
@@ -511,6 +523,8 @@ class Forker:
             while True:
                 while not self.token_server.fetch_in_flight() and time.monotonic() < until:
                     time.sleep(0.001)
+                if need_fetch:  # calls held back now would miss the cancellations at the cold start
+                    self.token_server.cancelled_at_fetch.wait(COLD_START_HOLD)
                 self.calls_may_start.clear()
                 try:
                     if self.quiet(need_fetch=need_fetch):
@@ -541,7 +555,7 @@ class Forker:
             tasks_parked = all(waiting_for_token(task) for task in list(self.active_tasks.values()))
             if threads_parked and tasks_parked and (not need_fetch or self.token_server.fetch_in_flight()):
                 return True
-            time.sleep(0.001)
+            time.sleep(0.002)
         return False
 
     def fork(self, first_call: int, during_fetch: bool) -> Child:
@@ -552,6 +566,7 @@ class Forker:
             os.close(go_write)
             os.close(result_read)
             child_process(go_read, result_write, first_call)
+        self.token_server.forked.set()
         os.close(go_read)
         os.close(result_write)
         child = Child(pid, during_fetch, first_call)
@@ -947,6 +962,10 @@ def test_chaos(calls: int, seed: int, quiet_litellm: None, record_property: Any)
     print(f"\nchaos figures: {figures}")
 
 
+async def async_calls(calls: list[Call]) -> list[str]:
+    return [await async_call(call) for call in calls]
+
+
 def warm_up() -> None:
     """One call of every kind, and one refused twice, against calm servers before the run.
 
@@ -966,9 +985,10 @@ def warm_up() -> None:
                     assert sync_call(Call(CHILD_CALLS_FROM - 10 + index, kind, 0)) == expected_result(
                         Call(0, kind, 0)
                     )
-                for index, kind in enumerate(ASYNC_KINDS):
-                    call = Call(CHILD_CALLS_FROM - 5 + index, kind, 0)
-                    assert asyncio.run(async_call(call)) == expected_result(call)
+                calls = [
+                    Call(CHILD_CALLS_FROM - 5 + index, kind, 0) for index, kind in enumerate(ASYNC_KINDS)
+                ]
+                assert asyncio.run(async_calls(calls)) == [expected_result(call) for call in calls]
                 with pytest.raises(litellm.AuthenticationError):
                     sync_call(Call(refused, "completion", 2))
             finally:
