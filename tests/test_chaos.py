@@ -94,6 +94,7 @@ FIRST_CANCELLED_AT_FETCH = 3
 # until the fork is done and a call was cancelled while waiting for it, at most this long (half
 # timeout_seconds: held, they still succeed).
 COLD_START_HOLD = 0.25
+HELD_ANSWER_WITHIN = COLD_START_HOLD + 0.05
 # Forks: a child makes these calls through the handler it inherited, numbered from CHILD_CALLS_FROM.
 CHILD_KINDS = ("completion", "embedding")
 CHILD_CALLS_FROM = 1_000_000
@@ -181,6 +182,11 @@ class ChaosTokenServer(TokenServer):
                 until = entry.arrived + COLD_START_HOLD  # callers pile up on the fetch
                 self.forked.wait(max(0.0, until - time.monotonic()))
                 self.cancelled_at_fetch.wait(max(0.0, until - time.monotonic()))
+                if time.monotonic() - entry.arrived > HELD_ANSWER_WITHIN:
+                    # Held too long (a loaded machine, a fork) for the client to surely see an
+                    # answer in time: make it a clean timeout, logged as the fault it is.
+                    with self._chaos_lock:
+                        entry.fault = "slow"
             return self.answer(request, entry, retry_after)
         finally:
             with self._chaos_lock:
