@@ -612,7 +612,9 @@ def test_missing_redis_package_is_a_configuration_error_naming_the_extra(
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.delitem(sys.modules, "litellm_oauth2.redis_store", raising=False)
     config = redis_config(server, "redis://127.0.0.1:6379/0")
-    with pytest.raises(OAuth2ConfigurationError, match=r"pip install 'litellm-oauth2\[redis\]'"):
+    with pytest.raises(
+        OAuth2ConfigurationError, match=r"needs the redis extra: pip install redis cryptography"
+    ):
         TokenCache(config)
 
 
