@@ -111,6 +111,8 @@ def test_ci_installs_only_what_the_readme_says() -> None:
     setup, tests = re.findall(r"^```bash\n(.*?)\n```", readme, re.MULTILINE | re.DOTALL)[:2]
     assert setup in ci and tests in ci
     assert ci.index(setup) < ci.index(tests) < ci.index("ruff check")
+    # ... in a fresh clone of what is committed, as a newcomer starts: no .venv, no leftovers.
+    assert ci.index('git clone --quiet . "$work/clone"') < ci.index('cd "$work/clone"') < ci.index(setup)
     editable = re.findall(r"pip install (?:--?[\w-]+ )*-e (\S+)", ci)
     assert editable and set(editable) == {"'.[test]'"}, editable
 
