@@ -20,12 +20,11 @@ if TYPE_CHECKING:
         OAuth2Error,
         OAuth2ValidationError,
     )
-    from .hook import (
+    from .handler import OAuth2Handler, enable
+    from .provider import (
         OAuth2ClientRejectedError,
-        OAuth2Handler,
         OAuth2ProviderError,
         OAuth2TokenUnavailableError,
-        enable,
         find_oauth2_error,
     )
 
@@ -45,12 +44,12 @@ _EXPORTS = {
     "TokenClient": "client",
     "TokenCache": "cache",
     "TokenStore": "cache",
-    "OAuth2Handler": "hook",
-    "OAuth2ProviderError": "hook",
-    "OAuth2ClientRejectedError": "hook",
-    "OAuth2TokenUnavailableError": "hook",
-    "enable": "hook",
-    "find_oauth2_error": "hook",
+    "OAuth2Handler": "handler",
+    "OAuth2ProviderError": "provider",
+    "OAuth2ClientRejectedError": "provider",
+    "OAuth2TokenUnavailableError": "provider",
+    "enable": "handler",
+    "find_oauth2_error": "provider",
 }
 
 __all__ = [
@@ -80,7 +79,7 @@ def __getattr__(name: str) -> Any:
     if name == "proxy_handler":
         # The LiteLLM proxy's `callbacks: ["litellm_oauth2.proxy_handler"]` reads this attribute:
         # the process-wide handler, built on first use from $LITELLM_OAUTH2_CONFIG.
-        from .hook import enable
+        from .handler import enable
 
         return enable()
     module = _EXPORTS.get(name)

@@ -20,22 +20,97 @@ Which provider prefixes LiteLLM routes itself, whatever ``custom_provider_map`` 
   before it looks at custom providers; ``anyscale`` is listed there, not in ``LlmProvidersSet``.
 * ``dispatched_by_literal_name``: ``completion`` also compares a few names literally before its
   custom-provider branch, names no list holds: ``_DISPATCHED_BY_NAME``.
+
+How a call reaches the gateway with the plugin's client (``utils.py``, ``main.py``, ``llms/``):
+
+* ``custom_provider_map_makes_prefix_known``: an entry in ``litellm.custom_provider_map`` followed
+  by ``utils.custom_llm_setup()`` makes ``name/<model>`` resolvable (Router model lists, proxy
+  config) and sends chat and embedding calls that no door routed to that ``CustomLLM``.
+* ``endpoints_looked_up_at_call_time``: the Router and the proxy call ``litellm.<endpoint>`` by
+  attribute at call time, so the plugin's wrappers of those attributes see their calls.
+* ``async_deployment_hook_rewrites_kwargs``: every async endpoint awaits the callbacks'
+  ``async_pre_call_deployment_hook(kwargs, call_type)`` and continues with the dict returned
+  (also the path of ``litellm.anthropic.messages.acreate``, which binds its function early);
+  LiteLLM 1.108 passes ``call_type=None`` for ``aget_responses``/``adelete_responses`` and keeps the
+  name in ``kwargs["litellm_logging_obj"].call_type``.
+* ``client_kind_per_endpoint``: ``client=`` is honoured when it is an openai SDK client for chat,
+  embeddings, text completions, images, audio and moderation, and a LiteLLM ``HTTPHandler`` /
+  ``AsyncHTTPHandler`` for responses (and get/delete), rerank and Anthropic; a client of the other
+  kind is silently replaced by LiteLLM's own (which holds only the placeholder key).
+* ``azure_images_ignore_client``: ``azure/`` image generation ignores ``client=``, so Azure images
+  go through the OpenAI handler with an ``AzureOpenAI`` client (same deployment path).
+* ``azure_client_fixes_api_version``: an ``AzureOpenAI`` client sends its own ``api-version``,
+  whatever the call says; the plugin keeps one client per api-version.
+* ``hosted_vllm_rerank_path``: ``hosted_vllm`` rerank posts to ``{api_base}/rerank``.
+* ``anthropic_messages_path``: the Anthropic handlers post to ``{api_base}/v1/messages`` with
+  ``anthropic-version`` and the key in ``x-api-key``; sync ``anthropic.messages.create`` is not
+  implemented by LiteLLM.
+* ``http_client_builders``: ``http_handler.get_ssl_configuration``, ``http2_enabled``,
+  ``AsyncHTTPHandler.create_async_transport`` and ``create_httpx_proxy_mounts`` build the clients
+  LiteLLM would use itself (its SSL settings, aiohttp transport, proxies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+import httpx
 import litellm
 from litellm.constants import openai_compatible_providers
+from litellm.llms.custom_httpx import http_handler
+from litellm.llms.custom_llm import CustomLLM
 from litellm.llms.openai_like.json_loader import JSONProviderRegistry
 from litellm.types.utils import LlmProvidersSet
 
 from .config import _combined_error
 from .errors import OAuth2ConfigurationError, OAuth2ValidationError
 
-__all__ = ["check_provider_names", "litellm_routed_names"]
+__all__ = [
+    "ASYNC_ENDPOINTS",
+    "SYNC_ENDPOINTS",
+    "async_http_client",
+    "async_litellm_http_handler",
+    "check_provider_names",
+    "endpoint_of_call_type",
+    "litellm_routed_names",
+    "register_custom_providers",
+    "sync_http_client",
+    "sync_litellm_http_handler",
+]
 
+# The public LiteLLM functions the plugin routes, by the endpoint they serve.
+SYNC_ENDPOINTS: Mapping[str, str] = {
+    "completion": "completion",
+    "embedding": "embedding",
+    "responses": "responses",
+    "get_responses": "get_responses",
+    "delete_responses": "delete_responses",
+    "text_completion": "text_completion",
+    "image_generation": "image_generation",
+    "transcription": "transcription",
+    "speech": "speech",
+    "moderation": "moderation",
+    "rerank": "rerank",
+}
+ASYNC_ENDPOINTS: Mapping[str, str] = {
+    "acompletion": "completion",
+    "aembedding": "embedding",
+    "aresponses": "responses",
+    "aget_responses": "get_responses",
+    "adelete_responses": "delete_responses",
+    "atext_completion": "text_completion",
+    "aimage_generation": "image_generation",
+    "atranscription": "transcription",
+    "aspeech": "speech",
+    "amoderation": "moderation",
+    "arerank": "rerank",
+    "anthropic_messages": "anthropic_messages",
+}
+
+# LiteLLM's own default for its HTTP clients; each call's ``timeout`` overrides it.
+_DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 _DISPATCHED_BY_NAME = frozenset({"aleph_alpha", "palm"})
 
 
@@ -70,3 +145,71 @@ def check_provider_names(names: Iterable[str]) -> None:
     ]
     if problems:
         raise _combined_error(problems, "oauth2_providers")
+
+
+def register_custom_providers(handlers: Mapping[str, CustomLLM]) -> None:
+    """Put ``handlers`` into ``litellm.custom_provider_map``, keeping the other entries."""
+    kept = [entry for entry in litellm.custom_provider_map if entry.get("provider") not in handlers]
+    litellm.custom_provider_map = kept + [
+        {"provider": name, "custom_handler": handler} for name, handler in handlers.items()
+    ]
+    litellm.utils.custom_llm_setup()  # type: ignore[no-untyped-call]
+
+
+def endpoint_of_call_type(call_type: object, kwargs: Mapping[str, Any]) -> str | None:
+    """The endpoint an async deployment hook call is for, or None for one the plugin leaves alone."""
+    name = getattr(call_type, "value", call_type)
+    if name is None:  # LiteLLM 1.108 for aget_responses / adelete_responses
+        name = getattr(kwargs.get("litellm_logging_obj"), "call_type", None)
+        name = getattr(name, "value", name)
+    return ASYNC_ENDPOINTS.get(name) if isinstance(name, str) else None
+
+
+def sync_http_client(verify: bool | str | None, auth: httpx.Auth, follow_redirects: bool) -> httpx.Client:
+    """The client LiteLLM builds for its own synchronous calls (``ssl_verify``, ``SSL_CERT_FILE``,
+    ``SSL_VERIFY``, HTTP/2 switch), with ``auth``. ``verify`` None leaves it to LiteLLM's settings."""
+    return httpx.Client(
+        verify=http_handler.get_ssl_configuration(verify),
+        http2=http_handler.http2_enabled(),
+        follow_redirects=follow_redirects,
+        auth=auth,
+        timeout=_DEFAULT_TIMEOUT,
+    )
+
+
+def async_http_client(
+    verify: bool | str | None, auth: httpx.Auth, follow_redirects: bool
+) -> httpx.AsyncClient:
+    """The client LiteLLM builds for its async calls: its aiohttp transport (unless
+    ``disable_aiohttp_transport``, HTTP/2 or ``force_ipv4`` choose httpx's) with its SSL settings
+    and proxy mounts, with ``auth``. The auth belongs to the httpx client, so it runs whichever
+    transport sends the request."""
+    ssl_config = http_handler.get_ssl_configuration(verify)
+    transport = http_handler.AsyncHTTPHandler.create_async_transport(
+        ssl_context=ssl_config if isinstance(ssl_config, ssl.SSLContext) else None,
+        ssl_verify=ssl_config if isinstance(ssl_config, bool) else None,
+    )
+    return httpx.AsyncClient(
+        verify=ssl_config,
+        transport=transport,
+        mounts=http_handler.AsyncHTTPHandler.create_httpx_proxy_mounts(
+            transport, verify=ssl_config, cert=None
+        ),
+        http2=http_handler.http2_enabled(),
+        follow_redirects=follow_redirects,
+        auth=auth,
+        timeout=_DEFAULT_TIMEOUT,
+    )
+
+
+def sync_litellm_http_handler(client: httpx.Client) -> http_handler.HTTPHandler:
+    """LiteLLM's sync HTTP handler sending through ``client``."""
+    return http_handler.HTTPHandler(client=client)
+
+
+def async_litellm_http_handler(client: httpx.AsyncClient) -> http_handler.AsyncHTTPHandler:
+    """LiteLLM's async HTTP handler sending through ``client`` (it builds one of its own first,
+    never used, then takes ``client`` through its public setter)."""
+    handler = http_handler.AsyncHTTPHandler()
+    handler.client = client
+    return handler

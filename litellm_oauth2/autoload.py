@@ -6,10 +6,10 @@
 ``litellm_oauth2.enable()``. ``LITELLM_OAUTH2_DISABLE=1`` turns off this activation only: an explicit
 ``litellm_oauth2.enable()`` and the proxy's ``callbacks`` line still work.
 
-``litellm_oauth2.hook`` imports LiteLLM itself (``litellm_oauth2.enable()`` before any
-``import litellm``); activating from inside that import would need the hook's names before they
-exist. So the finder also wraps the hook module's loader and, when LiteLLM arrives while the
-hook is loading, activates once the hook is complete. Nothing imports this module back.
+The plugin's LiteLLM-facing modules import LiteLLM themselves (``litellm_oauth2.enable()`` before
+any ``import litellm``); activating from inside that import would need their names before they
+exist. So the finder also wraps those modules' loaders and, when LiteLLM arrives while one of
+them is loading, activates once the last of them is complete. Nothing imports this module back.
 
 A broken configuration must not break unrelated imports: the file is read once, bounded, and
 only if it is a regular file (a FIFO would block, ``/dev/zero`` never ends); the error is logged
@@ -37,7 +37,8 @@ __all__ = [
 logger = logging.getLogger("litellm_oauth2")
 
 _LITELLM = "litellm"
-_HOOK = f"{__package__}.hook"
+# The modules that import LiteLLM (activation uses them all).
+_LITELLM_FACING = frozenset(f"{__package__}.{name}" for name in ("handler", "provider", "_doors", "_compat"))
 
 
 def is_disabled() -> bool:
@@ -58,7 +59,7 @@ def activate() -> None:
     """Register the handler from ``$LITELLM_OAUTH2_CONFIG``; a bad config is logged, then raised per call."""
     from .config import OAuth2Config, config_path, read_document
     from .errors import OAuth2ConfigurationError
-    from .hook import _register_broken_config, enable
+    from .handler import enable, register_broken_config
 
     path = config_path()
     document: object = None
@@ -67,7 +68,7 @@ def activate() -> None:
         enable(config=OAuth2Config.from_dict(document, source=str(path)))
     except OAuth2ConfigurationError as exc:
         logger.error("litellm-oauth2 not enabled: %s", exc)
-        _register_broken_config(exc, _provider_names(document))
+        register_broken_config(exc, _provider_names(document))
 
 
 def _provider_names(document: object) -> list[str]:
@@ -79,31 +80,31 @@ def _provider_names(document: object) -> list[str]:
 
 
 class _AfterLiteLLMImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loaders of LiteLLM and of the hook module so ``activate``
-    runs once LiteLLM is imported and the hook module, if it is loading, is complete."""
+    """Finds nothing itself: wraps the loaders of LiteLLM and of the plugin's LiteLLM-facing modules
+    so ``activate`` runs once LiteLLM is imported and those modules, if loading, are complete."""
 
     def __init__(self) -> None:
-        self._hook_loading = 0
+        self._facing_loading = 0
         self._pending = False
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in (_LITELLM, _HOOK):
+        if fullname != _LITELLM and fullname not in _LITELLM_FACING:
             return None
         spec = self._spec_from_the_other_finders(fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module: Callable[[ModuleType], None] = spec.loader.exec_module
-        after = self._after_litellm if fullname == _LITELLM else self._after_hook
+        after = self._after_litellm if fullname == _LITELLM else self._after_facing
 
         def exec_then_activate(module: ModuleType) -> None:
-            if fullname == _HOOK:
-                self._hook_loading += 1
+            if fullname in _LITELLM_FACING:
+                self._facing_loading += 1
                 try:
                     exec_module(module)
                 finally:
-                    self._hook_loading -= 1
+                    self._facing_loading -= 1
             else:
                 exec_module(module)
             after()
@@ -124,13 +125,13 @@ class _AfterLiteLLMImport(importlib.abc.MetaPathFinder):
         return None
 
     def _after_litellm(self) -> None:
-        if self._hook_loading:
-            self._pending = True  # the hook module is still defining its names
+        if self._facing_loading:
+            self._pending = True  # a LiteLLM-facing module is still defining its names
         else:
             self._activate_once()
 
-    def _after_hook(self) -> None:
-        if self._pending and not self._hook_loading:
+    def _after_facing(self) -> None:
+        if self._pending and not self._facing_loading:
             self._activate_once()
 
     def _activate_once(self) -> None:

@@ -42,7 +42,9 @@ from ._environment import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
 from .errors import OAuth2ConfigurationError, OAuth2Error, OAuth2ValidationError
 
 __all__ = [
+    "DEFAULT_AZURE_API_VERSION",
     "MAX_CONFIG_BYTES",
+    "ApiStyle",
     "MemoryCacheSettings",
     "OAuth2Config",
     "ProviderSettings",
@@ -76,9 +78,13 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+\Z")
 _PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
+_API_VERSION = re.compile(r"^(v1|preview|latest|\d{4}-\d{2}-\d{2}(-preview)?)\Z")
 
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+ApiStyle = Literal["openai", "azure", "anthropic"]
+# Azure OpenAI's current GA data-plane version; "v1" selects the /openai/v1 path style instead.
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -182,6 +188,9 @@ class ProviderSettings(BaseModel):
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
     key_id: str | None = None
     api_base: str | None = None
+    api_style: ApiStyle = "openai"
+    api_version: str | None = None
+    responses_api_version: str | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     expiry_buffer_seconds: Annotated[float, Field(ge=0, lt=86400)] = 60.0
     default_expires_in: Annotated[float, Field(gt=0, le=31_536_000)] = 3600.0
@@ -251,6 +260,19 @@ class ProviderSettings(BaseModel):
                 raise ValueError(f"must not set '{name}': the plugin sends it from its own field")
         return value
 
+    @field_validator("api_version", "responses_api_version")
+    @classmethod
+    def _api_version(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("api_style", "azure") != "azure":
+            raise ValueError("applies to api_style 'azure' only; remove it or set api_style: azure")
+        if not _API_VERSION.match(value):
+            raise ValueError(
+                "must be an Azure OpenAI api-version such as 2024-10-21, 2025-04-01-preview or v1"
+            )
+        return value
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
@@ -260,7 +282,7 @@ class ProviderSettings(BaseModel):
                 raise ValueError("has a header name that is not a valid HTTP token")
             if any(ch in header.get_secret_value() for ch in "\r\n\x00"):
                 raise ValueError(f"header '{name}' has a line break or NUL in its value")
-            if name.lower() in ("authorization", "api-key"):
+            if name.lower() in ("authorization", "api-key", "x-api-key"):
                 raise ValueError(f"must not set '{name}': the plugin sends the bearer token itself")
         return value
 
@@ -340,6 +362,11 @@ class ProviderSettings(BaseModel):
             self.default_expires_in,
         ]
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+    @property
+    def azure_api_version(self) -> str:
+        """The api-version of an ``azure`` provider's calls (``v1``: the /openai/v1 path style)."""
+        return self.api_version or DEFAULT_AZURE_API_VERSION
 
     def header_values(self) -> dict[str, str]:
         """The extra request headers in clear, for the outgoing LLM request only."""

@@ -85,7 +85,7 @@ def _config(tokens: TokenServer, gateway: OpenAIUpstream) -> dict[str, Any]:
 def _steps(config_file: Path, tokens: TokenServer, gateway: OpenAIUpstream) -> None:
     import litellm
 
-    from .hook import enable
+    from .handler import enable
 
     litellm.suppress_debug_info = True
     handler = enable(config_file)

@@ -61,7 +61,7 @@ from litellm_oauth2 import cache as cache_module
 from litellm_oauth2.cache import NEGATIVE_CACHE_SECONDS, Lifecycle
 from litellm_oauth2.client import Token
 from litellm_oauth2.errors import OAuth2AuthenticationError
-from litellm_oauth2.hook import OAuth2ProviderError
+from litellm_oauth2.provider import OAuth2ProviderError
 from litellm_oauth2.testing import OpenAIUpstream, RecordedRequest, TokenServer
 from litellm_oauth2.testing._http import Response, json_response
 

@@ -30,7 +30,8 @@ from litellm.llms.custom_httpx.aiohttp_transport import LiteLLMAiohttpTransport
 from litellm.llms.openai.common_utils import BaseOpenAILLM
 
 from litellm_oauth2 import OAuth2Handler
-from litellm_oauth2.hook import OAuth2Provider
+from litellm_oauth2._styles import target
+from litellm_oauth2.provider import OAuth2Provider
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
 from litellm_oauth2.testing._http import RecordedRequest
 
@@ -112,7 +113,8 @@ def test_async_client_is_built_on_the_transport_litellm_uses_for_openai_models(
 
     async def ours_and_litellms(provider: OAuth2Provider) -> tuple[str, Any, httpx.AsyncClient]:
         text = await _acompletion(model="gw/chat", messages=MESSAGES)
-        ours = provider._client(is_async=True)._client  # the httpx client under the AsyncOpenAI
+        # the httpx client under the AsyncOpenAI
+        ours = provider.client(target(provider.settings, "completion"), is_async=True)._client
         litellms = BaseOpenAILLM.get_async_http_client()  # what an openai/... call would get
         assert isinstance(litellms, httpx.AsyncClient)
         await litellms.aclose()

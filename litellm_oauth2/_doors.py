@@ -1,0 +1,163 @@
+"""Where a call for ``name/<model>`` meets the plugin before LiteLLM routes it.
+
+LiteLLM has no registration point that reaches every endpoint (``CustomLLM`` serves chat,
+embeddings and images only; responses, text completions and the Anthropic Messages API would be
+bridged to chat; transcription, speech and rerank refuse an unknown prefix), and no synchronous
+hook that can change a request. So each routed LiteLLM function is wrapped:
+``litellm.<endpoint>`` and ``litellm.a<endpoint>`` (the SDK, and the Router and the proxy, which
+look them up at call time) and ``litellm.anthropic.messages.acreate``. A wrapper finds the provider
+from the ``model`` prefix (or ``custom_llm_provider`` for stored responses), gets the token
+before any request (a failure raises ``OAuth2ProviderError`` with nothing sent), and calls the
+original with the provider's ``route``. Calls for any other model pass through untouched; a routed
+call names a built-in provider, so routing is never applied twice.
+
+An async call whose function was bound before the wrappers were installed still runs LiteLLM's
+``async_pre_call_deployment_hook``: ``OAuth2Handler`` routes it there (``route_in_hook``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import litellm
+from litellm import anthropic_interface
+
+from . import _compat
+from .provider import MisconfiguredProvider, OAuth2Provider
+
+__all__ = ["install", "provider_for", "register", "route_in_hook"]
+
+# Providers by name, as the process's handlers registered them (a misconfigured name stands in).
+_providers: dict[str, OAuth2Provider | MisconfiguredProvider] = {}
+_install_lock = threading.Lock()
+_WRAPPED = "__litellm_oauth2_wrapped__"
+
+
+def register(providers: Mapping[str, OAuth2Provider | MisconfiguredProvider]) -> None:
+    """Make the wrappers route ``providers``' calls and LiteLLM know their prefixes."""
+    _providers.update(providers)
+    _compat.register_custom_providers(providers)
+    install()
+
+
+def provider_for(call: Mapping[str, Any]) -> OAuth2Provider | MisconfiguredProvider | None:
+    """The registered provider a call's kwargs address, if any."""
+    model = call.get("model")
+    if isinstance(model, str) and "/" in model:
+        found = _providers.get(model.split("/", 1)[0])
+        if found is not None:
+            return found
+    named = call.get("custom_llm_provider")
+    return _providers.get(named) if isinstance(named, str) else None
+
+
+async def route_in_hook(kwargs: dict[str, Any], call_type: object) -> dict[str, Any] | None:
+    """The routed kwargs of an async call no wrapper saw, or None to leave it to LiteLLM."""
+    endpoint = _compat.endpoint_of_call_type(call_type, kwargs)
+    provider = provider_for(kwargs) if endpoint is not None else None
+    if endpoint is None or provider is None:
+        return None
+    if isinstance(provider, MisconfiguredProvider):
+        raise provider.fail(kwargs.get("model"))
+    await provider.aauthorize(kwargs.get("model"))
+    return provider.route(endpoint, kwargs, is_async=True)
+
+
+def install() -> None:
+    """Wrap LiteLLM's routed functions, once per process (a wrapper is never wrapped again)."""
+    with _install_lock:
+        for name, endpoint in _compat.SYNC_ENDPOINTS.items():
+            _wrap(litellm, name, endpoint, is_async=False)
+        for name, endpoint in _compat.ASYNC_ENDPOINTS.items():
+            _wrap(litellm, name, endpoint, is_async=True)
+        _wrap(anthropic_interface.messages, "acreate", "anthropic_messages", is_async=True)
+
+
+def _wrap(namespace: Any, name: str, endpoint: str, *, is_async: bool) -> None:
+    original = getattr(namespace, name, None)
+    if original is None or getattr(original, _WRAPPED, False):
+        return
+    bind = _binder(namespace, name)
+    if is_async:
+
+        @functools.wraps(original)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            call = bind(args, kwargs)
+            provider = provider_for(call) if call is not None else None
+            if provider is None or call is None:
+                return await original(*args, **kwargs)
+            if isinstance(provider, MisconfiguredProvider):
+                raise provider.fail(call.get("model"))
+            await provider.aauthorize(call.get("model"))
+            started = time.monotonic()
+            try:
+                return await original(**provider.route(endpoint, call, is_async=True))
+            except Exception as exc:
+                failure = provider.failure_of(exc, started)
+                if failure is exc:
+                    raise
+                raise failure from exc
+
+    else:
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            call = bind(args, kwargs)
+            provider = provider_for(call) if call is not None else None
+            if provider is None or call is None:
+                return original(*args, **kwargs)
+            if isinstance(provider, MisconfiguredProvider):
+                raise provider.fail(call.get("model"))
+            provider.authorize(call.get("model"))
+            started = time.monotonic()
+            try:
+                return original(**provider.route(endpoint, call, is_async=False))
+            except Exception as exc:
+                failure = provider.failure_of(exc, started)
+                if failure is exc:
+                    raise
+                raise failure from exc
+
+    setattr(wrapper, _WRAPPED, True)
+    setattr(namespace, name, wrapper)
+
+
+def _binder(namespace: Any, name: str) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any] | None]:
+    """Turns a call's arguments into keywords, by the function's signature (an async function
+    declared as ``(*args, **kwargs)`` is bound by its sync twin's). None: they do not bind."""
+    function = getattr(namespace, name)
+    signature = inspect.signature(function)
+    if _only_varargs(signature) and name.startswith("a") and hasattr(namespace, name[1:]):
+        signature = inspect.signature(getattr(namespace, name[1:]))
+    variadic = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        if not args:
+            return dict(kwargs)
+        try:
+            bound = signature.bind_partial(*args, **kwargs)
+        except TypeError:
+            return None
+        call = dict(bound.arguments)
+        for extra in variadic:
+            call.update(call.pop(extra, {}))
+        return (
+            call
+            if not any(
+                p.kind is inspect.Parameter.VAR_POSITIONAL and p.name in call
+                for p in signature.parameters.values()
+            )
+            else None
+        )
+
+    return bind
+
+
+def _only_varargs(signature: inspect.Signature) -> bool:
+    kinds = {parameter.kind for parameter in signature.parameters.values()}
+    return kinds <= {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
