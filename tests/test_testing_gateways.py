@@ -21,6 +21,7 @@ import pytest
 
 from litellm_oauth2.testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
 from litellm_oauth2.testing._openai_api import speech_bytes
+from litellm_oauth2.testing.pytest_plugin import TEST_CLIENT_ID, TEST_CLIENT_SECRET
 
 STATIC = "sk-static"
 CLIENT = ("gw-client", "gw-secret")
@@ -121,6 +122,8 @@ def test_openai_responses_store_get_delete_and_previous_id(oai: OpenAIUpstream) 
         ("DELETE", f"/v1/responses/{stored_id}"),
         ("GET", f"/v1/responses/{stored_id}"),
     ]
+    with pytest.raises(litellm.BadRequestError, match="previous_response_not_found"):
+        litellm.responses(model="openai/test-model", input="x", previous_response_id=first.id, **options)
     unstored = litellm.responses(model="openai/test-model", input="x", store=False, **options)
     assert output_text(unstored) == GREETING and len(oai.stored_responses) == 1
 
@@ -567,3 +570,33 @@ def test_recorded_request_splits_query_and_multipart(oai: OpenAIUpstream) -> Non
         == 404
     )
     assert oai.last_request.method == "DELETE"
+
+
+def test_plugin_fixtures_serve_jwks_verified_tokens(
+    oauth2_token_server: TokenServer,
+    azure_openai_upstream: AzureOpenAIUpstream,
+    anthropic_upstream: AnthropicUpstream,
+) -> None:
+    reply = httpx.post(
+        oauth2_token_server.token_url,
+        data={"grant_type": "client_credentials"},
+        auth=(TEST_CLIENT_ID, TEST_CLIENT_SECRET),
+    )
+    access_token = reply.raise_for_status().json()["access_token"]
+    chat = litellm.completion(
+        model="azure/dep1",
+        messages=MESSAGES,
+        api_base=azure_openai_upstream.base_url,
+        api_version="2025-04-01-preview",
+        azure_ad_token=access_token,
+    )
+    claude = litellm.completion(
+        model=CLAUDE,
+        messages=MESSAGES,
+        api_base=anthropic_upstream.base_url,
+        api_key="unused",
+        extra_headers={"Authorization": f"Bearer {access_token}"},
+    )
+    expected = f"Hello from upstream (client_id={TEST_CLIENT_ID})"
+    assert chat.choices[0].message.content == claude.choices[0].message.content == expected
+    assert azure_openai_upstream.distinct_tokens == anthropic_upstream.distinct_tokens == {access_token}

@@ -18,6 +18,7 @@ from typing import Any
 
 from ._gateway import BearerGateway, Claims
 from ._http import RecordedRequest, Response, json_response
+from .token_server import TokenServer
 
 __all__ = ["FLAGGED_WORD", "MODEL_ID", "OpenAIDialect", "openai_error", "speech_bytes", "sse_data"]
 
@@ -94,8 +95,14 @@ def _words(value: Any) -> set[str]:
 class OpenAIDialect(BearerGateway):
     """OpenAI endpoints behind the bearer check; subclasses map their URL layout onto ``_serve``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        token_server: TokenServer | None = None,
+        *,
+        required_audience: str | None = None,
+        static_api_key: str | None = None,
+    ) -> None:
+        super().__init__(token_server, required_audience=required_audience, static_api_key=static_api_key)
         self._stored_responses: dict[str, dict[str, Any]] = {}
 
     @property
@@ -234,7 +241,7 @@ class OpenAIDialect(BearerGateway):
         previous = body.get("previous_response_id")
         if previous is not None and self.stored_responses.get(str(previous)) is None:
             return self._error(
-                404, f"Previous response with id '{previous}' not found.", "previous_response_not_found"
+                400, f"Previous response with id '{previous}' not found.", "previous_response_not_found"
             )
         text = _greeting(claims) + (f" previous_response_id={previous}" if previous else "")
         response_id, message_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
@@ -359,12 +366,13 @@ class OpenAIDialect(BearerGateway):
         ):
             return self._error(400, "body must be a JSON object with query and documents", "invalid_request")
         query = _words(body["query"])
-        results = []
-        for index, document in enumerate(documents):
-            text = document.get("text", "") if isinstance(document, dict) else document
-            score = len(query & _words(text)) / max(len(query), 1)
-            results.append({"index": index, "relevance_score": score, "document": {"text": str(text)}})
-        results.sort(key=lambda result: -float(result["relevance_score"]))  # type: ignore[arg-type]
+        texts = [str(d.get("text", "") if isinstance(d, dict) else d) for d in documents]
+        scores = [len(query & _words(text)) / max(len(query), 1) for text in texts]
+        ranked = sorted(range(len(texts)), key=lambda index: -scores[index])  # stable: ties keep input order
+        results = [
+            {"index": index, "relevance_score": scores[index], "document": {"text": texts[index]}}
+            for index in ranked
+        ]
         top_n = body.get("top_n")
         if isinstance(top_n, int) and top_n > 0:
             results = results[:top_n]
