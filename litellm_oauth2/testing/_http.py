@@ -17,20 +17,31 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["LoopbackServer", "RecordedRequest", "Response", "json_response", "media_type"]
+__all__ = ["FormFile", "LoopbackServer", "RecordedRequest", "Response", "json_response", "media_type"]
 
 _S = TypeVar("_S", bound="LoopbackServer")
+
+
+@dataclass(frozen=True)
+class FormFile:
+    """One file part of a ``multipart/form-data`` body."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the server received it.
 
-    ``headers`` has lower-cased names (look up ``headers["authorization"]``); repeated headers are
-    joined with ``", "``. ``form`` is filled for ``application/x-www-form-urlencoded`` bodies and
-    ``json`` for ``application/json`` bodies (``None`` when absent or unparsable).
+    ``path`` keeps the query string (``route`` and ``query`` split it); ``headers`` has lower-cased
+    names (look up ``headers["authorization"]``), repeated headers joined with ``", "``. ``form`` is
+    filled for ``application/x-www-form-urlencoded`` bodies and the plain fields of
+    ``multipart/form-data`` bodies, whose file parts go to ``files``; ``json`` is the parsed
+    ``application/json`` body (``None`` when absent or unparsable). ``body`` is always the raw bytes.
     """
 
     method: str
@@ -39,6 +50,22 @@ class RecordedRequest:
     body: bytes
     form: dict[str, list[str]] = field(default_factory=dict)
     json: Any = None
+    files: dict[str, FormFile] = field(default_factory=dict)
+
+    @property
+    def route(self) -> str:
+        """The path without its query string."""
+        return urlsplit(self.path).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string's parameters, each with all its values."""
+        return parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+
+    @property
+    def api_version(self) -> str | None:
+        """The ``api-version`` query parameter Azure OpenAI requires, if present."""
+        return self.query.get("api-version", [None])[0]
 
 
 @dataclass
@@ -63,17 +90,69 @@ def media_type(headers: dict[str, str]) -> str:
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def _multipart_boundary(content_type: str) -> bytes | None:
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip().lower() == "boundary" and value.strip().strip('"'):
+            return value.strip().strip('"').encode("latin-1")
+    return None
+
+
+def _parse_multipart(body: bytes, boundary: bytes) -> tuple[dict[str, list[str]], dict[str, FormFile]]:
+    """Fields and files of a ``multipart/form-data`` body (RFC 7578); malformed parts are skipped."""
+    form: dict[str, list[str]] = {}
+    files: dict[str, FormFile] = {}
+    for part in body.split(b"--" + boundary)[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        head, separator, content = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not separator:
+            continue
+        content = content.removesuffix(b"\r\n")
+        part_headers: dict[str, str] = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            part_headers[name.strip().lower()] = value.strip()
+        disposition = _disposition_parameters(part_headers.get("content-disposition", ""))
+        field_name = disposition.get("name")
+        if field_name is None:
+            continue
+        if "filename" in disposition:
+            content_type = part_headers.get("content-type", "application/octet-stream")
+            files[field_name] = FormFile(disposition["filename"], content_type, content)
+        else:
+            form.setdefault(field_name, []).append(content.decode("utf-8", "replace"))
+    return form, files
+
+
+def _disposition_parameters(disposition: str) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    for parameter in disposition.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace('\\"', '"')
+        parameters[name.strip().lower()] = value
+    return parameters
+
+
 def _record(method: str, path: str, headers: dict[str, str], body: bytes) -> RecordedRequest:
     form: dict[str, list[str]] = {}
+    files: dict[str, FormFile] = {}
     parsed: Any = None
-    if media_type(headers) == "application/x-www-form-urlencoded":
+    kind = media_type(headers)
+    if kind == "application/x-www-form-urlencoded":
         form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    elif media_type(headers) == "application/json":
+    elif kind == "application/json":
         try:
             parsed = json.loads(body)
         except ValueError:
             parsed = None
-    return RecordedRequest(method, path, headers, body, form, parsed)
+    elif kind == "multipart/form-data":
+        boundary = _multipart_boundary(headers.get("content-type", ""))
+        if boundary is not None:
+            form, files = _parse_multipart(body, boundary)
+    return RecordedRequest(method, path, headers, body, form, parsed, files)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -88,6 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
         self._dispatch()
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -9,9 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from . import OpenAIUpstream, TokenServer
+from . import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
 
-__all__ = ["TEST_CLIENT_ID", "TEST_CLIENT_SECRET", "oauth2_token_server", "openai_upstream"]
+__all__ = [
+    "TEST_CLIENT_ID",
+    "TEST_CLIENT_SECRET",
+    "anthropic_upstream",
+    "azure_openai_upstream",
+    "oauth2_token_server",
+    "openai_upstream",
+]
 
 TEST_CLIENT_ID = "test-client"
 TEST_CLIENT_SECRET = "test-secret"
@@ -29,4 +36,18 @@ def oauth2_token_server() -> Iterator[TokenServer]:
 def openai_upstream(oauth2_token_server: TokenServer) -> Iterator[OpenAIUpstream]:
     """A running ``OpenAIUpstream`` accepting tokens from ``oauth2_token_server``."""
     with OpenAIUpstream(oauth2_token_server) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def azure_openai_upstream(oauth2_token_server: TokenServer) -> Iterator[AzureOpenAIUpstream]:
+    """A running ``AzureOpenAIUpstream`` accepting tokens from ``oauth2_token_server``."""
+    with AzureOpenAIUpstream(oauth2_token_server) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def anthropic_upstream(oauth2_token_server: TokenServer) -> Iterator[AnthropicUpstream]:
+    """A running ``AnthropicUpstream`` accepting tokens from ``oauth2_token_server``."""
+    with AnthropicUpstream(oauth2_token_server) as upstream:
         yield upstream
