@@ -1,6 +1,7 @@
 """``litellm-oauth2 demo``: the main job, end to end, with nothing to configure.
 
-Starts the loopback token server and OpenAI-compatible gateway from ``litellm_oauth2.testing``,
+Starts the loopback token server and the gateways of each ``api_style`` (OpenAI-compatible, Azure
+OpenAI, Anthropic Messages) from ``litellm_oauth2.testing``,
 writes a ``litellm_config.json`` for them (kept and shown, as a template to copy), switches the
 plugin on and sends real LiteLLM calls for ``demo_provider/...``, checking each step against the
 counts both servers keep. HS256 tokens keep it to a plain install: no PyJWT or cryptography.
@@ -14,17 +15,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .testing import OpenAIUpstream, TokenServer
+from .testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
 
 __all__ = ["DemoFailure", "run_demo"]
+
+if TYPE_CHECKING:
+    from .handler import OAuth2Handler
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_SECRET = "demo-secret-not-for-production"
 # The config names the secret's variable, as a real one should, so printing it shows no secret.
 DEMO_SECRET_ENV = "DEMO_CLIENT_SECRET"
-TOKEN_LIFETIME = 3.0
+TOKEN_LIFETIME = 4.0
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 
@@ -45,21 +49,28 @@ def run_demo() -> int:
     with (
         token_server as tokens,
         OpenAIUpstream(tokens) as gateway,
+        AzureOpenAIUpstream(tokens) as azure,
+        AnthropicUpstream(tokens) as claude,
         tempfile.TemporaryDirectory(prefix="litellm-oauth2-demo-") as scratch,
     ):
         tokens.add_client(DEMO_CLIENT_ID, DEMO_SECRET)
         config_file = Path(scratch) / "litellm_config.json"
-        config_text = json.dumps(_config(tokens, gateway), indent=2)
+        config_text = json.dumps(_config(tokens, gateway, azure, claude), indent=2)
         config_file.write_text(config_text)
         print(f"1. Loopback OAuth2 token server at {tokens.token_url}")
         print(f"   OpenAI-compatible gateway at {gateway.base_url} (accepts only tokens from that server)")
+        print(f"   Azure OpenAI gateway at {azure.base_url}, Anthropic Messages gateway at {claude.base_url}")
         print(
             "   litellm_config.json used (the secret is read from "
             f"${DEMO_SECRET_ENV}; point token_url and api_base at your own servers):"
         )
         print(config_text)
         try:
-            _steps(config_file, tokens, gateway)
+            handler = _steps(config_file, tokens, gateway)
+            try:
+                _dialects(azure, claude)
+            finally:
+                handler.close()
         except DemoFailure as exc:
             print(f"\nFAILED: {exc}")
             return 1
@@ -67,22 +78,48 @@ def run_demo() -> int:
     return 0
 
 
-def _config(tokens: TokenServer, gateway: OpenAIUpstream) -> dict[str, Any]:
+def _config(
+    tokens: TokenServer, gateway: OpenAIUpstream, azure: AzureOpenAIUpstream, claude: AnthropicUpstream
+) -> dict[str, Any]:
+    credentials = {
+        "client_id": DEMO_CLIENT_ID,
+        "client_secret": f"os.environ/{DEMO_SECRET_ENV}",
+        "token_url": tokens.token_url,
+        "scope": "llm.chat llm.embed",
+    }
     return {
         "oauth2_providers": {
-            "demo_provider": {
-                "client_id": DEMO_CLIENT_ID,
-                "client_secret": f"os.environ/{DEMO_SECRET_ENV}",
-                "token_url": tokens.token_url,
-                "scope": "llm.chat llm.embed",
-                "api_base": gateway.base_url,
-                "expiry_buffer_seconds": 1,
-            }
+            "demo_provider": {**credentials, "api_base": gateway.base_url, "expiry_buffer_seconds": 1},
+            "demo_azure": {**credentials, "api_style": "azure", "api_base": azure.base_url},
+            "demo_claude": {**credentials, "api_style": "anthropic", "api_base": claude.base_url},
         }
     }
 
 
-def _steps(config_file: Path, tokens: TokenServer, gateway: OpenAIUpstream) -> None:
+def _dialects(azure: AzureOpenAIUpstream, claude: AnthropicUpstream) -> None:
+    """One call per other ``api_style``: the gateway saw its own dialect's path with a bearer token."""
+    import litellm
+
+    reply = litellm.completion(model="demo_azure/gpt-4o-deployment", messages=MESSAGES)
+    sent = azure.recorded[-1]
+    _expect(
+        sent.route == "/openai/deployments/gpt-4o-deployment/chat/completions"
+        and "api-key" not in sent.headers,
+        f"the Azure call went to {sent.path}",
+    )
+    print(f"9. api_style azure: POST {sent.path} -> {reply.choices[0].message.content!r}")
+    reply = litellm.completion(model="demo_claude/claude-haiku-4-5", messages=MESSAGES)
+    sent = claude.recorded[-1]
+    _expect(
+        sent.route == "/v1/messages" and "x-api-key" not in sent.headers,
+        f"the Anthropic call went to {sent.path}",
+    )
+    print(f"10. api_style anthropic: POST {sent.path} -> {reply.choices[0].message.content!r}")
+    unauthorised = azure.unauthorized_requests + claude.unauthorized_requests
+    _expect(unauthorised == 0, f"{unauthorised} requests reached a gateway without a valid token")
+
+
+def _steps(config_file: Path, tokens: TokenServer, gateway: OpenAIUpstream) -> OAuth2Handler:
     import litellm
 
     from .handler import enable
@@ -144,4 +181,4 @@ def _steps(config_file: Path, tokens: TokenServer, gateway: OpenAIUpstream) -> N
         f"8. totals: {tokens.token_requests} token requests, "
         f"{authorized_before + gateway.authorized_requests} authorized gateway requests, 0 without a valid token"
     )
-    handler.close()
+    return handler

@@ -302,7 +302,7 @@ def test_env_var_arms_the_hook_without_importing_litellm(gateway: Gateway) -> No
     modules = run.result["modules"]
     assert "litellm_oauth2.autoload" in modules
     assert not [name for name in modules if name.split(".")[0] in ("litellm", "openai", "pydantic")]
-    assert "litellm_oauth2.hook" not in modules and "litellm_oauth2.config" not in modules
+    assert "litellm_oauth2.handler" not in modules and "litellm_oauth2.config" not in modules
     assert run.result["finders"].count("_AfterLiteLLMImport") == 1
     assert gateway.tokens.token_requests == 0
 
@@ -323,9 +323,15 @@ def test_disable_env_var_leaves_the_import_system_alone(gateway: Gateway, value:
     ("before", "after"),
     [
         pytest.param("", "handler = litellm_oauth2.enable()", id="enable-after-import-litellm"),
-        # enable() imports LiteLLM itself, from inside litellm_oauth2.hook, while the hook is armed.
+        # enable() imports LiteLLM itself, from inside litellm_oauth2.handler, while the hook is armed.
         pytest.param(
             "import litellm_oauth2\nhandler = litellm_oauth2.enable()", "", id="enable-before-import-litellm"
+        ),
+        # The error classes' module imports LiteLLM first; activation must wait for all of them.
+        pytest.param(
+            "from litellm_oauth2 import OAuth2ProviderError\nimport litellm_oauth2\nhandler = litellm_oauth2.enable()",
+            "",
+            id="error-classes-before-import-litellm",
         ),
     ],
 )
@@ -386,12 +392,12 @@ def test_a_handler_check_failing_after_validation_is_raised_at_each_call(gateway
     assert gateway.upstream.requests == 0
 
 
-def test_the_hook_module_does_not_import_autoload_back() -> None:
+def test_the_litellm_facing_modules_do_not_import_autoload_back() -> None:
     import litellm_oauth2.autoload as autoload
-    import litellm_oauth2.hook as hook
 
-    source = Path(hook.__file__).read_text()
-    assert "autoload" not in source
+    package = Path(autoload.__file__).parent
+    for name in ("handler", "provider", "_doors", "_compat", "_bearer", "_styles"):
+        assert "autoload" not in (package / f"{name}.py").read_text(), name
     assert "_initializing" not in Path(autoload.__file__).read_text()
 
 

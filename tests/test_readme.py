@@ -20,7 +20,7 @@ from helpers import SECRET, provider_dict
 from test_proxy import free_port, stop
 
 from litellm_oauth2 import OAuth2Config
-from litellm_oauth2.testing import OpenAIUpstream, TokenServer
+from litellm_oauth2.testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -38,16 +38,32 @@ def blocks(language: str) -> list[str]:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], OpenAIUpstream]]:
-    with TokenServer() as tokens, OpenAIUpstream(tokens) as gateway:
+def dialects() -> Iterator[tuple[TokenServer, OpenAIUpstream, AzureOpenAIUpstream, AnthropicUpstream]]:
+    """The token server and one gateway per ``api_style``, behind the README's provider names."""
+    with (
+        TokenServer() as tokens,
+        OpenAIUpstream(tokens) as gateway,
+        AzureOpenAIUpstream(tokens) as azure,
+        AnthropicUpstream(tokens) as claude,
+    ):
         tokens.add_client("test-client", SECRET)
-        settings = provider_dict(tokens.token_url, api_base=gateway.base_url)
-        (tmp_path / "litellm_config.json").write_text(
-            json.dumps({"oauth2_providers": {"my_provider": settings}})
-        )
-        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        env.pop("LITELLM_OAUTH2_CONFIG", None)
-        yield tmp_path, env, gateway
+        yield tokens, gateway, azure, claude
+
+
+@pytest.fixture
+def workdir(
+    tmp_path: Path, dialects: tuple[TokenServer, OpenAIUpstream, AzureOpenAIUpstream, AnthropicUpstream]
+) -> Iterator[tuple[Path, dict[str, str], OpenAIUpstream]]:
+    tokens, gateway, azure, claude = dialects
+    providers = {
+        "my_provider": provider_dict(tokens.token_url, api_base=gateway.base_url),
+        "azure_apim": provider_dict(tokens.token_url, api_base=azure.base_url, api_style="azure"),
+        "claude_gw": provider_dict(tokens.token_url, api_base=claude.base_url, api_style="anthropic"),
+    }
+    (tmp_path / "litellm_config.json").write_text(json.dumps({"oauth2_providers": providers}))
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("LITELLM_OAUTH2_CONFIG", None)
+    yield tmp_path, env, gateway
 
 
 def test_the_readme_has_the_blocks_this_file_runs() -> None:
@@ -76,8 +92,15 @@ def test_yaml_block_is_a_proxy_config_using_the_handler() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
-def test_python_blocks_run(index: int, workdir: tuple[Path, dict[str, str], OpenAIUpstream]) -> None:
-    path, env, gateway = workdir
+def test_python_blocks_run(
+    index: int,
+    workdir: tuple[Path, dict[str, str], OpenAIUpstream],
+    dialects: tuple[TokenServer, OpenAIUpstream, AzureOpenAIUpstream, AnthropicUpstream],
+) -> None:
+    path, env, _ = workdir
+    gateway = next(
+        (g for g in dialects[1:] if type(g).__name__ in _style_of(blocks("python")[index])), dialects[1]
+    )
     block = blocks("python")[index]
     result = subprocess.run(
         [sys.executable, "-c", block],
@@ -95,6 +118,13 @@ def test_python_blocks_run(index: int, workdir: tuple[Path, dict[str, str], Open
     if "TokenServer(" not in block:
         assert gateway.requests >= 1, "the block did not reach the configured gateway"
     assert SECRET not in result.stdout + result.stderr
+
+
+def _style_of(block: str) -> str:
+    """The gateway class a README block's calls go to, by the provider it names."""
+    if "azure_apim/" in block:
+        return "AzureOpenAIUpstream"
+    return "AnthropicUpstream" if "claude_gw/" in block else "OpenAIUpstream"
 
 
 def shell_commands() -> list[str]:
