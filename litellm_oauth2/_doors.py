@@ -17,6 +17,7 @@ An async call whose function was bound before the wrappers were installed still 
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import threading
@@ -34,6 +35,10 @@ __all__ = ["install", "provider_for", "register", "route_in_hook"]
 
 # Providers by name, as the process's handlers registered them (a misconfigured name stands in).
 _providers: dict[str, OAuth2Provider | MisconfiguredProvider] = {}
+# Which provider created the latest response ids, so that get_responses / delete_responses find
+# it without custom_llm_provider (LiteLLM would decode the id to 'openai' and call OpenAI itself).
+_response_owners: collections.OrderedDict[str, str] = collections.OrderedDict()
+_RESPONSE_OWNERS_KEPT = 10_000
 _install_lock = threading.Lock()
 _WRAPPED = "__litellm_oauth2_wrapped__"
 
@@ -53,7 +58,21 @@ def provider_for(call: Mapping[str, Any]) -> OAuth2Provider | MisconfiguredProvi
         if found is not None:
             return found
     named = call.get("custom_llm_provider")
-    return _providers.get(named) if isinstance(named, str) else None
+    if isinstance(named, str):
+        return _providers.get(named)
+    response_id = call.get("response_id")
+    owner = _response_owners.get(response_id) if isinstance(response_id, str) else None
+    return _providers.get(owner) if owner is not None else None
+
+
+def _remember_response(endpoint: str, provider: OAuth2Provider, result: Any) -> Any:
+    """Note the provider of a response the Responses API stored; returns ``result``."""
+    response_id = getattr(result, "id", None) if endpoint == "responses" else None
+    if isinstance(response_id, str):
+        _response_owners[response_id] = provider.name
+        while len(_response_owners) > _RESPONSE_OWNERS_KEPT:
+            _response_owners.popitem(last=False)
+    return result
 
 
 async def route_in_hook(kwargs: dict[str, Any], call_type: object) -> dict[str, Any] | None:
@@ -96,12 +115,13 @@ def _wrap(namespace: Any, name: str, endpoint: str, *, is_async: bool) -> None:
             await provider.aauthorize(call.get("model"))
             started = time.monotonic()
             try:
-                return await original(**provider.route(endpoint, call, is_async=True))
+                result = await original(**provider.route(endpoint, call, is_async=True))
             except Exception as exc:
                 failure = provider.failure_of(exc, started)
                 if failure is exc:
                     raise
                 raise failure from exc
+            return _remember_response(endpoint, provider, result)
 
     else:
 
@@ -116,12 +136,13 @@ def _wrap(namespace: Any, name: str, endpoint: str, *, is_async: bool) -> None:
             provider.authorize(call.get("model"))
             started = time.monotonic()
             try:
-                return original(**provider.route(endpoint, call, is_async=False))
+                result = original(**provider.route(endpoint, call, is_async=False))
             except Exception as exc:
                 failure = provider.failure_of(exc, started)
                 if failure is exc:
                     raise
                 raise failure from exc
+            return _remember_response(endpoint, provider, result)
 
     setattr(wrapper, _WRAPPED, True)
     setattr(namespace, name, wrapper)
