@@ -123,6 +123,9 @@ PROVIDER_DEFAULTS: dict[str, Any] = {
     "signing_algorithm": "RS256",
     "key_id": None,
     "api_base": None,
+    "api_style": "openai",
+    "api_version": None,
+    "responses_api_version": None,
     "headers": {},
     "expiry_buffer_seconds": 60.0,
     "default_expires_in": 3600.0,
@@ -317,6 +320,18 @@ BAD_PROVIDER_VALUES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("header authorization lower", {"headers": {"authorization": "Basic x"}}, Invalid, "headers"),
     ("header api-key", {"headers": {"api-key": "x"}}, Invalid, "headers"),
     ("header API-Key", {"headers": {"API-Key": "x"}}, Invalid, "headers"),
+    ("header x-api-key", {"headers": {"X-Api-Key": "x"}}, Invalid, "headers"),
+    # api_style and Azure versions
+    ("api_style unknown", {"api_style": "bedrock"}, Invalid, "api_style"),
+    ("api_style number", {"api_style": 1}, Invalid, "api_style"),
+    ("api_version without azure", {"api_version": "2024-10-21"}, Invalid, "api_version"),
+    ("api_version malformed", {"api_style": "azure", "api_version": "2024/10/21"}, Invalid, "api_version"),
+    (
+        "responses_api_version on anthropic",
+        {"api_style": "anthropic", "responses_api_version": "preview"},
+        Invalid,
+        "responses_api_version",
+    ),
     ("header value number", {"headers": {"X-Tenant": 5}}, Invalid, "headers"),
     ("headers list", {"headers": ["X-Tenant: a"]}, Invalid, "headers"),
     # extra_token_params
@@ -1516,3 +1531,20 @@ def test_load_config_refuses_a_fifo_without_waiting_for_a_writer(tmp_path: Path)
 def test_load_config_reads_at_most_the_size_bound_of_an_endless_file() -> None:
     with pytest.raises(OAuth2ConfigurationError, match=r"not a regular file|larger than"):
         load_config("/dev/zero")
+
+
+# ------------------------------------------------------------------------------------ api_style
+
+
+def test_unknown_api_style_names_the_valid_ones() -> None:
+    error = provider_error(settings_of(api_style="bedrock"))
+    assert "'openai', 'azure' or 'anthropic'" in str(error)
+
+
+@pytest.mark.parametrize("version", ["2024-10-21", "2025-04-01-preview", "v1", "preview"])
+def test_azure_api_versions_accepted(version: str) -> None:
+    assert provider_of(api_style="azure", api_version=version).azure_api_version == version
+
+
+def test_azure_api_version_defaults_to_a_ga_version() -> None:
+    assert provider_of(api_style="azure").azure_api_version == "2024-10-21"
