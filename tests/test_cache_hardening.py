@@ -288,7 +288,12 @@ REQUEST_ONLY_FIELDS: dict[str, Any] = {
     "api_base": "http://127.0.0.1:1/v1",
     "headers": {"X-Tenant": "t1"},
     "allow_insecure_http": True,
+    "api_style": "azure",
+    "api_version": "v1",
+    "responses_api_version": "preview",
 }
+# Fields valid only beside another one.
+_REQUIRES = {"api_version": {"api_style": "azure"}, "responses_api_version": {"api_style": "azure"}}
 
 
 def test_every_setting_is_classified_for_the_token_identity() -> None:
@@ -306,7 +311,10 @@ def test_settings_that_change_the_token_request_change_the_cache_key(field: str,
 def test_settings_of_the_llm_request_share_one_token(server: TokenServer, field: str, value: Any) -> None:
     cache = TokenCache(
         config_of(
-            {"a": provider_dict(server.token_url), "b": provider_dict(server.token_url, **{field: value})}
+            {
+                "a": provider_dict(server.token_url),
+                "b": provider_dict(server.token_url, **{field: value, **_REQUIRES.get(field, {})}),
+            }
         ),
         store=InMemoryTokenStore(),
     )

@@ -18,7 +18,7 @@ import pytest
 from helpers import SECRET, config_of, provider_dict
 from litellm.integrations.custom_logger import CustomLogger
 
-from litellm_oauth2 import OAuth2Handler, OAuth2ProviderError, find_oauth2_error
+from litellm_oauth2 import OAuth2Handler, OAuth2ProviderError
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
 from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response, json_response
 

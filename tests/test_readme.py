@@ -99,7 +99,7 @@ def test_python_blocks_run(
 ) -> None:
     path, env, _ = workdir
     gateway = next(
-        (g for g in dialects[1:] if type(g).__name__ in _style_of(blocks("python")[index])), dialects[1]
+        (g for g in dialects[1:] if type(g).__name__ == _style_of(blocks("python")[index])), dialects[1]
     )
     block = blocks("python")[index]
     result = subprocess.run(
