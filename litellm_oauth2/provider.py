@@ -15,7 +15,8 @@ function bound with ``from litellm import completion`` before the plugin was ena
 served with LiteLLM's OpenAI handler and the same client, for the ``openai`` style.
 
 Clients are built when first needed, one per kind (and api-version), per event loop for async
-clients (as LiteLLM keeps its own). A forked child drops the clients it inherited, so parent and
+clients (as LiteLLM keeps its own); those of a closed loop are let go when another loop builds
+its first client, so an ``asyncio.run`` per job leaves nothing behind. A forked child drops the clients it inherited, so parent and
 child never share a keep-alive connection.
 """
 
@@ -26,7 +27,6 @@ import contextlib
 import json
 import logging
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -192,9 +192,9 @@ class OAuth2Provider(CustomLLM):
         self._auth = OAuth2BearerAuth(cache, self.name, settings.header_values())
         self._clients_lock = threading.Lock()
         self._sync_clients: dict[Target, Any] = {}
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Target, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Not weak: a client's connections refer to their loop, so a weak key would never go.
+        # Entries of closed loops are dropped when the next loop builds its first client.
+        self._async_clients: dict[asyncio.AbstractEventLoop, dict[Target, Any]] = {}
         reset_in_forked_child(self)
         self._redacted = [v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH]
 
@@ -285,7 +285,10 @@ class OAuth2Provider(CustomLLM):
         loop = asyncio.get_running_loop()
         clients = self._async_clients.get(loop)
         if clients is None:
-            clients = self._async_clients[loop] = {}
+            with self._clients_lock:
+                live = {known: kept for known, kept in self._async_clients.items() if not known.is_closed()}
+                clients = live[loop] = {}
+                self._async_clients = live
         client = clients.get(where)
         if client is None:
             client = clients[where] = self._build(where, is_async=True)
@@ -329,7 +332,7 @@ class OAuth2Provider(CustomLLM):
         are the parent's sockets too; the next call builds its own."""
         self._clients_lock = threading.Lock()
         self._sync_clients = {}
-        self._async_clients = weakref.WeakKeyDictionary()
+        self._async_clients = {}
 
     # -- LiteLLM's CustomLLM entry points: calls no door routed --------------------------------
 
