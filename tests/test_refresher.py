@@ -222,3 +222,25 @@ def test_a_forked_child_starts_its_own_refresher_and_the_parents_keeps_working(
         assert len(fetch_threads_alive()) == 1
     finally:
         cache.close()
+
+
+def test_refresh_windows_start_no_thread_once_warm(
+    server: TokenServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the refresh (handed to the refresher) nor its token request (deadline watchdog) starts one."""
+    cache = make_cache(server)
+    try:
+        cache.get_token("idp")
+        through_windows(cache, server, 1)  # the refresher and the deadline watchdog now run
+        started: list[str] = []
+        real_start = threading.Thread.start
+
+        def counting_start(self: threading.Thread) -> None:
+            started.append(self.name)
+            real_start(self)
+
+        monkeypatch.setattr(threading.Thread, "start", counting_start)
+        through_windows(cache, server, 4)
+        assert started == [], started
+    finally:
+        cache.close()
