@@ -119,6 +119,32 @@ class _Proxy:
             time.sleep(0.5)
         raise RuntimeError(f"the proxy was not live after {STARTUP_SECONDS:.0f} s: {self.tail()}")
 
+    def wait_idle(self) -> None:
+        """Until the proxy's processes (its session) use under a fifth of a core: every worker has
+        started (one answering the liveness probe says nothing of the others)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        previous = self._cpu_seconds(ticks)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = self._cpu_seconds(ticks)
+            if now - previous < 0.2:
+                return
+            previous = now
+
+    def _cpu_seconds(self, ticks: int) -> float:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[3]) == self.process.pid:  # the session id: the proxy and its workers
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
     def tail(self) -> str:
         """The end of the proxy's output, for an error message (the config files hold the secrets, not this)."""
         return self._log.read_text(errors="replace")[-1500:]
@@ -208,6 +234,7 @@ def _variant(ctx: Context, workers: int, redis_url: str | None, rounds: int, cou
     proxy = _Proxy(ctx, client_id, workers, redis_url)
     try:
         proxy.wait_live()
+        proxy.wait_idle()
         # Warm-up: every worker past its first call (LiteLLM's lazy set-up, each worker's first token).
         for model in MODELS.values():
             asyncio.run(_drive(proxy.url, model, CONCURRENCY * 2))
