@@ -43,13 +43,11 @@ class _Run:
 def _serve(owner: weakref.ref[Refresher], run: _Run) -> None:
     while True:
         run.wake.wait(IDLE_CHECK_SECONDS)
-        if run.stopped or owner() is None:
-            return
         while (job := run.take()) is not None:
             job()
             del job  # a finished job keeps nothing (the cache, a future) alive while idle
-            if run.stopped:
-                return
+        if run.stopped or owner() is None:  # jobs queued before the stop have run
+            return
 
 
 class Refresher:
@@ -76,37 +74,39 @@ class Refresher:
 
     def start(self) -> None:
         """Start the thread unless it runs; raises ``RuntimeError`` when no thread can start (a pids limit)."""
-        self._current()
+        with self._lock:
+            self._current()
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue ``job`` and wake the thread (starting it if needed); raises ``RuntimeError`` as ``start``."""
-        run = self._current()
-        with run.lock:
-            run.jobs.append(job)
-            run.wake.set()
+        with self._lock:  # never into a run that ``stop`` has already let go
+            run = self._current()
+            with run.lock:
+                run.jobs.append(job)
+                run.wake.set()
 
     def stop(self, timeout: float) -> None:
-        """End the thread, waiting at most ``timeout`` for a job it is running; queued jobs are dropped."""
+        """End the thread once its queued jobs are done (their callers wait for them), waiting at
+        most ``timeout``; a later job starts a new thread."""
         with self._lock:
             run, self._run = self._run, None
         if run is None:
             return
         with run.lock:
             run.stopped = True
-            run.jobs.clear()
             run.wake.set()
         if run.thread is not None and run.thread is not threading.current_thread():
             run.thread.join(timeout)
 
     def _current(self) -> _Run:
-        with self._lock:
-            run = self._run
-            if run is not None and run.thread is not None and run.thread.is_alive():
-                return run
-            run = _Run()
-            run.thread = threading.Thread(
-                target=_serve, args=(weakref.ref(self), run), name=self.name, daemon=True
-            )
-            run.thread.start()  # RuntimeError: nothing is kept, the next job tries again
-            self._run = run
+        """The running thread's state, starting one if none runs (called with ``_lock`` held)."""
+        run = self._run
+        if run is not None and run.thread is not None and run.thread.is_alive():
             return run
+        run = _Run()
+        run.thread = threading.Thread(
+            target=_serve, args=(weakref.ref(self), run), name=self.name, daemon=True
+        )
+        run.thread.start()  # RuntimeError: nothing is kept, the next job tries again
+        self._run = run
+        return run
