@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-BENCHMARKS = ["warm", "stampede", "e2e", "refresh", "startup", "processes"]
+BENCHMARKS = ["warm", "stampede", "e2e", "refresh", "startup", "processes", "proxy", "memory"]
 PACKAGES = [
     "litellm-oauth2",
     "litellm",
@@ -133,7 +133,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, info: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
-    from . import bench_e2e, bench_processes, bench_refresh, bench_stampede, bench_startup, bench_warm
+    from . import (
+        bench_e2e,
+        bench_memory,
+        bench_processes,
+        bench_proxy,
+        bench_refresh,
+        bench_stampede,
+        bench_startup,
+        bench_warm,
+    )
     from .context import Context
     from .peers import STATIC_API_KEY
     from .servers import Servers
@@ -145,6 +154,8 @@ def _run(args: argparse.Namespace, info: dict[str, Any]) -> tuple[dict[str, Any]
         "refresh": ("refresh_under_load", bench_refresh.run),
         "startup": ("startup", bench_startup.run),
         "processes": ("many_processes", bench_processes.run),
+        "proxy": ("proxy_under_load", bench_proxy.run),
+        "memory": ("memory_and_handles", bench_memory.run),
     }
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
     if args.selected != BENCHMARKS:

@@ -325,6 +325,78 @@ def _processes(r: dict[str, Any]) -> list[str]:
     )
 
 
+def _proxy(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{r['concurrency']} requests in flight (chat and SSE streaming alternating), {r['rounds']} round(s) of "
+        f"{r['requests_per_round_per_model']:,} requests per model; tokens of {_n(r['lifetime_s'], 0)} s.",
+        "",
+    ]
+    rows = []
+    for name, v in r["variants"].items():
+        if "skipped" in v:
+            rows.append([name, f"skipped: {v['skipped']}", "", "", "", "", "", ""])
+            continue
+        ours, static = v["contenders"]["litellm-oauth2"], v["contenders"]["static key"]
+        per_round = v["throughput_ours_over_static_per_round"]
+        rows.append(
+            [
+                name,
+                f"{_n(ours['requests_per_s'])} / {_n(static['requests_per_s'])}",
+                f"{_n(v['throughput_ratio_median_of_rounds'], 3)} ({_n(min(per_round), 3)}-{_n(max(per_round), 3)})",
+                f"{_n(ours['latency_ms']['median'])} / {_n(static['latency_ms']['median'])}",
+                f"{_n(ours['latency_ms']['p99'])} / {_n(static['latency_ms']['p99'])}",
+                _n(v["p99_ours_over_static"], 3),
+                f"{v['token_requests']} in {v['renewals']} renewals ({_n(v['token_lifetimes'], 1)} lifetimes)",
+                ours["failed"] + static["failed"] + v["unauthorized_at_gateway"],
+            ]
+        )
+    return lines + _table(
+        [
+            "proxy",
+            "req/s ours / static",
+            "throughput ratio, median of rounds (range)",
+            "p50 ms ours / static",
+            "p99 ms ours / static",
+            "p99 ratio",
+            "token requests",
+            "failed + unauthorized",
+        ],
+        rows,
+    )
+
+
+def _memory(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{r['calls']:,} calls with {_n(r['lifetime_s'], 0)} s tokens (sync, asyncio, streaming mixed), then "
+        f"{r['loops']} successive `asyncio.run` loops making one call each; start / end of the run.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            f"{_n(v['start']['rss_mib'])} / {_n(v['end']['rss_mib'])}",
+            f"{v['start']['threads']} / {v['end']['threads']}",
+            f"{v['start']['open_fds']} / {v['end']['open_fds']}",
+            f"{v['start']['async_clients']} / {v['end']['async_clients']} ({v['end']['async_clients_before_gc']} before gc)",
+            v["token_requests"],
+            v["failed"],
+        ]
+        for name, v in r["contenders"].items()
+    ]
+    return lines + _table(
+        [
+            "contender",
+            "RSS MiB",
+            "threads",
+            "open fds",
+            "live httpx.AsyncClient",
+            "token requests",
+            "failed calls",
+        ],
+        rows,
+    )
+
+
 SECTIONS = [
     ("warm_path", "1. Warm path: ns to obtain the headers of a call, token cached", _warm),
     ("stampede", "2. Stampede: cold cache, threads + asyncio tasks at once", _stampede),
@@ -332,6 +404,8 @@ SECTIONS = [
     ("refresh_under_load", "4. Refresh under load: call latency inside vs outside refresh windows", _refresh),
     ("startup", "5. Start-up cost", _startup),
     ("many_processes", "6. Many processes: shared Redis cache vs in-memory", _processes),
+    ("proxy_under_load", "7. The LiteLLM proxy under load: OAuth2 provider vs static key", _proxy),
+    ("memory_and_handles", "8. Memory and handles over time", _memory),
 ]
 
 

@@ -43,11 +43,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from ._fork import reset_in_forked_child
+from ._refresher import Refresher
 from .client import Token, TokenClient
 from .config import OAuth2Config, ProviderSettings, RedisCacheSettings, _unknown_provider
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
@@ -77,6 +79,7 @@ REFRESH_BACKOFF_MAX = 30.0
 MIN_TOKEN_LIFETIME_SECONDS = 1.0
 REFETCH_AFTER_401_SECONDS = 5.0
 STORE_SLACK_SECONDS = 5.0
+CLOSE_WAIT_SECONDS = 1.0
 
 
 def max_fetch_seconds(settings: ProviderSettings) -> float:
@@ -226,6 +229,9 @@ class _Slot:
         self.hold_logged_at = float("-inf")
         self.short_lifetime_logged = False
         self.stats = CacheStats()
+        # Runs this identity's background refreshes and asyncio callers' fetches (one thread, started
+        # by the first cold fetch); its own fork hook gives a forked child a new one on demand.
+        self.refresher = Refresher(f"litellm-oauth2-fetch-{settings.provider_name}")
 
     def after_fork(self) -> None:
         """In a forked child: the parent's fetch and the threads holding ``lock`` do not exist."""
@@ -350,8 +356,11 @@ class TokenCache:
         return self._slot(provider).stats
 
     def close(self) -> None:
-        """Close the token clients' connections, and the Redis store if this cache opened it."""
+        """Stop the refresher threads, close the token clients' connections, and the Redis store if
+        this cache opened it. A later call starts what it needs again."""
         for slot in set(self._slots.values()):
+            # One in a token request ends with it (a daemon, so never holding up exit); no longer wait.
+            slot.refresher.stop(timeout=CLOSE_WAIT_SECONDS)
             slot.client.close()
         if self._opened_store is not None:
             self._opened_store.close()
@@ -409,9 +418,11 @@ class TokenCache:
             raise self._give_up(slot, ready) from None
 
     def _give_up(self, slot: _Slot, flight: Future[_Cached]) -> OAuth2AuthenticationError:
-        """A flight outlived any fetch: forget it, so the next call starts a new one."""
+        """A flight outlived any fetch: forget it, so the next call starts a new one, and retire the
+        refresher that may be stuck in it (it ends after that fetch), so the next fetch gets a new one."""
         with slot.lock:
             slot.land(flight)
+        slot.refresher.stop(timeout=0)
         name = slot.settings.provider_name
         return OAuth2AuthenticationError(
             f"provider '{name}': no token after waiting {_flight_wait_seconds(slot.settings):.0f} s "
@@ -422,8 +433,9 @@ class TokenCache:
     def _usable_or_flight(self, slot: _Slot, *, wait_ok: bool) -> _Cached | Future[_Cached]:
         """A token to use now, or the future of the one fetch every waiting caller shares.
 
-        With ``wait_ok`` False (a synchronous caller) a new fetch runs in the calling thread;
-        with True (asyncio) it runs in a worker thread and the caller awaits the future.
+        With ``wait_ok`` False (a synchronous caller) a new fetch runs in the calling thread, which
+        waits for it anyway, and starts the refresher for the refresh windows to come; with True
+        (asyncio) the refresher runs it and the caller awaits the future.
         """
         now = _monotonic()
         cached = slot.cached
@@ -456,10 +468,12 @@ class TokenCache:
             if flight is None:
                 flight = slot.flight = _new_flight()
                 if wait_ok:
-                    self._spawn(slot, flight, background=False)
+                    self._hand_over(slot, flight, background=False)
                 else:
                     run_inline = True
         if run_inline:
+            with suppress(RuntimeError):  # no thread now: the refresh window tries again
+                slot.refresher.start()
             self._run_flight(slot, flight, background=False)
         return flight
 
@@ -469,24 +483,18 @@ class TokenCache:
             return
         slot.stats.background_refreshes += 1
         slot.flight = _new_flight()
-        self._spawn(slot, slot.flight, background=True)
+        self._hand_over(slot, slot.flight, background=True)
 
-    def _spawn(self, slot: _Slot, flight: Future[_Cached], *, background: bool) -> None:
-        """Run ``flight`` in a new thread (called under the slot lock).
+    def _hand_over(self, slot: _Slot, flight: Future[_Cached], *, background: bool) -> None:
+        """Have the slot's refresher run ``flight`` (called under the slot lock): once it runs, this
+        only sets an event.
 
-        A thread that cannot start (a pids limit) fails this flight only: nothing is remembered,
+        A refresher that cannot start (a pids limit) fails this flight only: nothing is remembered,
         the next call (or, for a refresh, the next try after the backoff) starts another.
         """
         name = slot.settings.provider_name
-        # A daemon thread per fetch (a few per token lifetime): it never delays interpreter exit.
-        thread = threading.Thread(
-            target=self._run_flight,
-            args=(slot, flight, background),
-            name=f"litellm-oauth2-fetch-{name}",
-            daemon=True,
-        )
         try:
-            thread.start()
+            slot.refresher.submit(partial(self._run_flight, slot, flight, background))
         except RuntimeError as exc:
             slot.land(flight)
             error = OAuth2AuthenticationError(

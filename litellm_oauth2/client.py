@@ -12,6 +12,8 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -118,12 +120,17 @@ class TokenClient:
         self._signing_key: Any = None
         if settings.token_endpoint_auth_method == "private_key_jwt":
             self._signing_key = _load_signing_key(settings)
+        self._prepared = self._prepare()
+        # The client credentials grant with a client secret sends the same body every time: encoded
+        # once. A refresh token (it may rotate) or a client assertion (new each time) is encoded per request.
+        self._fixed_body = None if self._body_varies() else self._body()
         reset_in_forked_child(self)
 
     def _after_fork_in_child(self) -> None:
         """A forked child gets its own connections: sharing a keep-alive one mixes up responses."""
         if self._own_session:
             self._session = _session_with_deadlines()
+            self._prepared = self._prepare()
         self._refresh_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -174,24 +181,28 @@ class TokenClient:
     # -- one attempt -------------------------------------------------------------------------
 
     def _attempt(self) -> Token:
-        params, headers = self._request_parts()
+        request = self._prepared.copy()
+        request.prepare_body(self._fixed_body or self._body(), None)
+        if self._session.cookies:  # what Session.request would add: cookies the endpoint set
+            request.prepare_cookies(self._session.cookies)
         sent_at, sent_at_wall = time.monotonic(), time.time()
         logger.debug(
             "provider %s: requesting token from %s (grant %s, auth %s)",
             self.settings.provider_name,
             self._host,
-            params[0][1],
+            "client_credentials" if self._fixed_body else self._grant_type(),
             self.settings.token_endpoint_auth_method,
         )
         with _Deadline(self.settings.timeout_seconds) as deadline:
             try:
-                response = self._session.post(
-                    self.settings.token_url,
-                    data=urlencode(params),
-                    headers=headers,
+                # Session.send, not Session.post: the request was prepared once (URL, headers); the
+                # per-request merging of settings and environment that post repeats is skipped.
+                response = self._session.send(
+                    request,
                     timeout=self.settings.timeout_seconds,
                     verify=self._verify,
-                    proxies=self._proxies or None,  # None: requests skips merging them
+                    proxies=self._proxies,
+                    cert=None,
                     allow_redirects=False,
                     stream=True,
                 )
@@ -245,10 +256,30 @@ class TokenClient:
             http_status=status,
         )
 
-    def _request_parts(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
-        """The form parameters and headers of one token request; each parameter appears once."""
+    def _prepare(self) -> requests.PreparedRequest:
+        """The parts of every token request but the body, prepared as ``Session.post`` would (the
+        session's default headers included); each attempt sends a copy with its body."""
         s = self.settings
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        if s.token_endpoint_auth_method == "client_secret_basic":
+            secret = s.client_secret.get_secret_value() if s.client_secret else ""
+            headers["Authorization"] = _basic_authorization(
+                s.client_id, secret, raw=s.basic_auth_encoding == "raw"
+            )
+        return self._session.prepare_request(requests.Request("POST", s.token_url, headers=headers))
+
+    def _body_varies(self) -> bool:
+        return (
+            self._refresh_token is not None or self.settings.token_endpoint_auth_method == "private_key_jwt"
+        )
+
+    def _grant_type(self) -> str:
+        with self._refresh_lock:
+            return "client_credentials" if self._refresh_token is None else "refresh_token"
+
+    def _body(self) -> str:
+        """The form-encoded body of one token request; each parameter appears once."""
+        s = self.settings
         with self._refresh_lock:
             refresh_token = self._refresh_token
         params: list[tuple[str, str]] = []
@@ -262,20 +293,16 @@ class TokenClient:
             params.append(("audience", s.audience))
         params += [("resource", uri) for uri in s.resource]
         params += list(s.extra_token_params.items())
-        secret = s.client_secret.get_secret_value() if s.client_secret else ""
-        if s.token_endpoint_auth_method == "client_secret_basic":
-            headers["Authorization"] = _basic_authorization(
-                s.client_id, secret, raw=s.basic_auth_encoding == "raw"
-            )
-        elif s.token_endpoint_auth_method == "client_secret_post":
+        if s.token_endpoint_auth_method == "client_secret_post":
+            secret = s.client_secret.get_secret_value() if s.client_secret else ""
             params += [("client_id", s.client_id), ("client_secret", secret)]
-        else:
+        elif s.token_endpoint_auth_method == "private_key_jwt":
             params += [
                 ("client_id", s.client_id),
                 ("client_assertion_type", CLIENT_ASSERTION_TYPE),
                 ("client_assertion", self._client_assertion()),
             ]
-        return params, headers
+        return urlencode(params)
 
     def _client_assertion(self) -> str:
         """RFC 7523 §3 client assertion: iss = sub = client_id, aud = token endpoint, unique jti."""
@@ -507,37 +534,95 @@ class _Deadline:
 
     ``timeout`` in requests bounds each socket operation, not the exchange: an endpoint sending a
     byte just before every read timeout would hold the caller, and every caller waiting on the
-    same token, indefinitely. At the deadline a watchdog shuts the request's socket down (the
+    same token, indefinitely. At the deadline the watchdog shuts the request's socket down (the
     pools of ``_session_with_deadlines`` record it), which ends any read.
     """
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+        self.at = time.monotonic() + seconds
         self.socket: socket.socket | None = None
         self.expired = False
-        self._done = threading.Event()
+        self.done = False
 
     def __enter__(self) -> _Deadline:
         _attempt_deadline.current = self
-        threading.Thread(target=self._watch, name="litellm-oauth2-deadline", daemon=True).start()
+        _WATCHDOG.watch(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         _attempt_deadline.current = None
-        self._done.set()
+        self.done = True
 
-    def _watch(self) -> None:
-        if self._done.wait(self.seconds):
-            return
+    def cut(self) -> bool:
+        """Called by the watchdog at or after ``at``: whether it is settled (cut, or over)."""
         self.expired = True
-        while not self._done.is_set():  # the socket is known once connected
-            if self.socket is not None:
-                with suppress(OSError):
-                    self.socket.shutdown(socket.SHUT_RDWR)
-                return
-            self._done.wait(0.05)
+        if self.socket is None:  # not connected yet: the watchdog comes back shortly
+            return self.done
+        with suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        return True
 
 
+class _Watchdog:
+    """One daemon thread watching every token request's ``_Deadline``, so a request starts no thread.
+
+    It ends after ``WATCHDOG_IDLE_SECONDS`` without a request to watch, and the next request starts
+    it again; a forked child starts its own.
+    """
+
+    def __init__(self) -> None:
+        self._after_fork_in_child()
+        reset_in_forked_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._deadlines: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: _Deadline) -> None:
+        """Raises ``RuntimeError`` when the watchdog is not running and no thread can start."""
+        with self._lock:
+            heapq.heappush(self._deadlines, (deadline.at, next(self._order), deadline))
+            if self._thread is None:
+                thread = threading.Thread(target=self._serve, name="litellm-oauth2-deadline", daemon=True)
+                thread.start()
+                self._thread = thread
+            elif self._deadlines[0][2] is deadline:
+                self._wake.set()
+
+    def _serve(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            due: list[_Deadline] = []
+            with self._lock:
+                now = time.monotonic()
+                watched = bool(self._deadlines)
+                while self._deadlines and (self._deadlines[0][2].done or self._deadlines[0][0] <= now):
+                    deadline = heapq.heappop(self._deadlines)[2]
+                    if not deadline.done:
+                        due.append(deadline)
+                if watched:
+                    idle_since = now
+                elif now - idle_since >= WATCHDOG_IDLE_SECONDS:
+                    self._thread = None
+                    return
+                wait = self._deadlines[0][0] - now if self._deadlines else WATCHDOG_IDLE_SECONDS
+                self._wake.clear()
+            for deadline in due:
+                if not deadline.cut():
+                    self._recheck(deadline, now + 0.05)
+            self._wake.wait(max(0.0, min(wait, WATCHDOG_IDLE_SECONDS)))
+
+    def _recheck(self, deadline: _Deadline, at: float) -> None:
+        with self._lock:
+            heapq.heappush(self._deadlines, (at, next(self._order), deadline))
+            self._wake.set()
+
+
+WATCHDOG_IDLE_SECONDS = 2.0
+_WATCHDOG = _Watchdog()
 _attempt_deadline = threading.local()
 
 

@@ -157,14 +157,13 @@ def test_waiting_on_a_flight_that_never_ends_gives_up_after_its_longest_time(
 
 @pytest.fixture
 def failing_thread_start(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the next fetch thread fail to start, as under a pids limit; the list counts the failures."""
+    """Make the next fetch threads fail to start, as under a pids limit: as many as ``[1]`` says
+    (1 unless the test sets it); ``[0]`` counts the failures."""
     real_start = threading.Thread.start
-    failures = [0]
-    armed = [True]
+    failures = [0, 1]
 
     def start(self: threading.Thread) -> None:
-        if armed[0] and self.name.startswith("litellm-oauth2-fetch"):
-            armed[0] = False
+        if failures[0] < failures[1] and self.name.startswith("litellm-oauth2-fetch"):
             failures[0] += 1
             raise RuntimeError("can't start new thread")
         real_start(self)
@@ -183,7 +182,7 @@ def test_a_fetch_thread_that_cannot_start_fails_that_call_and_the_next_one_retri
 
     with pytest.raises(OAuth2AuthenticationError, match="provider 'idp'") as info:
         asyncio.run(call())
-    assert info.value.provider == "idp" and failing_thread_start == [1]
+    assert info.value.provider == "idp" and failing_thread_start[0] == 1
     token = asyncio.run(call())
     assert server.verify_access_token(token) is not None
     assert server.token_requests == 1
@@ -194,12 +193,16 @@ def test_a_refresh_thread_that_cannot_start_keeps_the_token_and_is_retried(
 ) -> None:
     server.token_lifetime = 8.0  # 2 s between the refresh window and expiry: room for a slow machine
     cache = make_cache(server, expiry_buffer_seconds=0)
+    # The cold fetch runs in the caller's thread and tries to start the refresher; the refresh
+    # window, finding none, tries again: both fail.
+    failing_thread_start[1] = 2
     first = cache.get_token("idp")
+    assert failing_thread_start[0] == 1
     slot = cache._slots["idp"]
     assert slot.cached is not None
     wait_until(lambda: time.monotonic() >= slot.cached.refresh_at, "the refresh window")  # type: ignore[union-attr]
     assert cache.get_token("idp") == first
-    assert failing_thread_start == [1]
+    assert failing_thread_start[0] == 2
     wait_until(lambda: cache.get_token("idp") != first, "a new token")
     assert server.token_requests == 2
 
