@@ -210,6 +210,7 @@ class TokenClient:
             self._host,
             params[0][1],
             self.settings.token_endpoint_auth_method,
+            extra={"provider": self.settings.provider_name, "event": "token_request_sent"},
         )
         with _Deadline(self.settings.timeout_seconds) as deadline:
             try:
@@ -424,7 +425,12 @@ class TokenClient:
         if rotated is not None and self._refresh_token is not None:
             with self._refresh_lock:
                 self._refresh_token = rotated
-        logger.debug("provider %s: token obtained, usable for %.0f s", self.settings.provider_name, lifetime)
+        logger.debug(
+            "provider %s: token obtained, usable for %.0f s",
+            self.settings.provider_name,
+            lifetime,
+            extra={"provider": self.settings.provider_name, "event": "token_obtained"},
+        )
         return Token(
             access_token=SecretStr(access_token),
             token_type="Bearer",
@@ -531,6 +537,7 @@ class TokenClient:
             self.settings.retry.attempts + 1,
             wait,
             exc.message if isinstance(exc, _TokenRequestFailed) else type(exc).__name__,
+            extra={"provider": self.settings.provider_name, "event": "token_request_failed"},
         )
 
 
