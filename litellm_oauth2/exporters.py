@@ -8,9 +8,10 @@ it is switched on).
 
 Prometheus: one collector per registry and process, whatever the number of caches; samples of
 caches serving the same provider name are summed. Under ``PROMETHEUS_MULTIPROC_DIR`` (the LiteLLM
-proxy with several workers) ``prometheus_client`` aggregates only the metrics its own classes
-write to that directory: a custom collector like this one is not aggregated, each worker's
-counters are served only by a registry of that worker.
+proxy with several workers) the proxy's ``/metrics`` serves a fresh registry holding only
+``prometheus_client``'s ``MultiProcessCollector``, which aggregates what its own metric classes
+wrote to that directory: a custom collector like this one is not served there. LiteLLM's service
+logging (``_service_logging``) and OpenTelemetry are the routes for that setup.
 """
 
 from __future__ import annotations
