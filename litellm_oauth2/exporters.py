@@ -103,6 +103,8 @@ def export_to_opentelemetry(cache: TokenCache, meter_provider: MeterProvider | N
         if caches is None:
             caches = _otel_caches[provider] = weakref.WeakSet()
             _register_instruments(provider, caches)
+        if cache in caches:
+            return  # already exported: a second histogram listener would count each request twice
         caches.add(cache)
     histogram = provider.get_meter(OTEL_METER_NAME, _version()).create_histogram(
         "litellm_oauth2.token.request.duration", unit="s", description="Token request duration"
