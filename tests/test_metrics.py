@@ -288,3 +288,29 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("prometheus_client", 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("package", "module", "extra"),
+    [("prometheus", "prometheus_client", "prometheus"), ("opentelemetry", "opentelemetry", "otel")],
+)
+def test_an_exporter_switched_on_without_its_package_names_the_extra(
+    server: TokenServer, package: str, module: str, extra: str
+) -> None:
+    code = f"""
+import sys
+sys.modules[{module!r}] = None  # as if not installed
+from litellm_oauth2 import OAuth2ConfigurationError, TokenCache
+from litellm_oauth2.config import OAuth2Config
+from litellm_oauth2.exporters import export_metrics
+config = OAuth2Config.from_dict({{"metrics": {{{package!r}: True}}, "oauth2_providers": {{"idp": {{
+    "token_url": "{server.token_url}", "client_id": "test-client", "client_secret": "x"}}}}}})
+try:
+    export_metrics(TokenCache(config), config.metrics)
+except OAuth2ConfigurationError as exc:
+    print(exc.field, exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"metrics.{package} ")
+    assert f"litellm-oauth2[{extra}]" in result.stdout
