@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from litellm_oauth2.cache import CacheStats, InMemoryTokenStore, TokenCache
+from litellm_oauth2.cache import InMemoryTokenStore, TokenCache
 from litellm_oauth2.config import OAuth2Config
+from litellm_oauth2.metrics import ProviderStats
 
 SECRET = "bench-KNOWN-client-secret-4f1d9a7c"
 STATIC_API_KEY = "sk-bench-KNOWN-static-key-8e2b5d"
@@ -56,7 +57,7 @@ class Contender:
     astmt: str | None = None
     close: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
-    stats: Callable[[], CacheStats] | None = None
+    stats: Callable[[], ProviderStats] | None = None
     """Ours only: the cache's slow-path counters (how many callers waited on the identity provider)."""
 
 

@@ -33,6 +33,10 @@ start another one. No wait is unbounded: a caller waits for a fetch at most twic
 possible duration (``max_fetch_seconds``: every attempt timing out, every retry delay at its cap)
 plus ``STORE_SLACK_SECONDS``, then gets an ``OAuth2AuthenticationError``. A forked child starts
 with no fetch in flight, new locks and new HTTP connections, keeping the tokens it inherited.
+
+Every slow-path outcome becomes a ``metrics.CacheEvent``: ``stats()`` and ``health()`` read
+what they add up to, ``subscribe`` passes them on to exporters. A refresh failing for more than
+half of the token's usable life logs an ERROR, again every further half life while it fails.
 """
 
 from __future__ import annotations
@@ -46,19 +50,19 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, overload
 
 from ._fork import reset_in_forked_child
 from ._refresher import Refresher
 from .client import Token, TokenClient
 from .config import OAuth2Config, ProviderSettings, RedisCacheSettings, _unknown_provider
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
+from .metrics import CacheEvent, EventKind, Listener, MetricsRecorder, Outcome, ProviderHealth, ProviderStats
 
 __all__ = [
     "MIN_TOKEN_LIFETIME_SECONDS",
     "NEGATIVE_CACHE_SECONDS",
     "REFETCH_AFTER_401_SECONDS",
-    "CacheStats",
     "InMemoryTokenStore",
     "Lifecycle",
     "TokenCache",
@@ -196,23 +200,16 @@ class _Cached:
         return f"_Cached(usable_for={self.usable_until - time.monotonic():.1f}s)"
 
 
-@dataclass
-class CacheStats:
-    """Slow-path counters for one token identity; tests and the CLI read them."""
-
-    fetches: int = 0
-    fetch_failures: int = 0
-    background_refreshes: int = 0
-    waits: int = 0
-    stale_served: int = 0
-    negative_hits: int = 0
-
-
 class _Slot:
     """One token identity (cache key): its cached token and its single in-flight fetch."""
 
     def __init__(
-        self, key: str, settings: ProviderSettings, client: TokenClient, by_provider: dict[str, _Cached]
+        self,
+        key: str,
+        settings: ProviderSettings,
+        client: TokenClient,
+        by_provider: dict[str, _Cached],
+        recorder: MetricsRecorder,
     ) -> None:
         self.key = key
         self.settings = settings
@@ -228,10 +225,22 @@ class _Slot:
         self.invalidated_at = float("-inf")
         self.hold_logged_at = float("-inf")
         self.short_lifetime_logged = False
-        self.stats = CacheStats()
         # Runs this identity's background refreshes and asyncio callers' fetches (one thread, started
         # by the first cold fetch); its own fork hook gives a forked child a new one on demand.
         self.refresher = Refresher(f"litellm-oauth2-fetch-{settings.provider_name}")
+        self.recorder = recorder
+        # Health: monotonic and wall time of the first failed fetch since the last success.
+        self.failing_since: tuple[float, float] | None = None
+        self.last_failure: tuple[float, str] | None = None  # wall time, message
+        self.failing_logged_at = float("-inf")
+        self.usable_life = 0.0  # of the last token obtained
+        client.on_request = self.report_request
+
+    def emit(self, kind: EventKind) -> None:
+        self.recorder.emit(CacheEvent(kind, self.settings.provider_name))
+
+    def report_request(self, outcome: Outcome, seconds: float) -> None:
+        self.recorder.emit(CacheEvent("token_request", self.settings.provider_name, outcome, seconds))
 
     def after_fork(self) -> None:
         """In a forked child: the parent's fetch and the threads holding ``lock`` do not exist."""
@@ -254,6 +263,8 @@ class _Slot:
                 self._by_provider.pop(provider, None)
             else:
                 self._by_provider[provider] = cached
+        if cached is not None:
+            self.usable_life = cached.usable_until - (cached.token.expires_at - cached.token.lifetime)
 
 
 class TokenCache:
@@ -273,13 +284,14 @@ class TokenCache:
         self._store: TokenStore = store if store is not None else PROCESS_STORE
         # What the hot path reads: provider name -> its cached token, whichever slot it shares.
         self._fresh: dict[str, _Cached] = {}
+        self._recorder = MetricsRecorder(_log_listener_error)
         by_key: dict[str, _Slot] = {}
         self._slots: dict[str, _Slot] = {}
         for name, settings in config.oauth2_providers.items():
             key = settings.cache_key
             if key not in by_key:
                 client = (clients or {}).get(name) or TokenClient(settings)
-                by_key[key] = _Slot(key, settings, client, self._fresh)
+                by_key[key] = _Slot(key, settings, client, self._fresh, self._recorder)
             by_key[key].providers.append(name)
             self._slots[name] = by_key[key]
         reset_in_forked_child(self)
@@ -345,15 +357,73 @@ class TokenCache:
                     provider,
                     now - slot.invalidated_at,
                     REFETCH_AFTER_401_SECONDS,
+                    extra={"provider": provider, "event": "refetch_after_401_held"},
                 )
             return False
+        if token is not None:
+            slot.emit("invalidated_after_401")
         # Outside the slot lock, which asyncio callers take on their event loop thread.
         self._store.delete(slot.key, token, slot.settings)
-        logger.info("provider %s: cached token invalidated", provider)
+        logger.info(
+            "provider %s: cached token invalidated",
+            provider,
+            extra={"provider": provider, "event": "token_invalidated"},
+        )
         return True
 
-    def stats(self, provider: str) -> CacheStats:
-        return self._slot(provider).stats
+    @overload
+    def stats(self) -> dict[str, ProviderStats]: ...
+
+    @overload
+    def stats(self, provider: str) -> ProviderStats: ...
+
+    def stats(self, provider: str | None = None) -> dict[str, ProviderStats] | ProviderStats:
+        """Counters per token identity, keyed by the first provider configured for it; or, given
+        ``provider``, those of its identity.
+
+        ``ProviderStats.providers`` names every provider sharing the identity. A snapshot, cheap
+        (a lock per identity, no I/O): exporters take one at each scrape.
+
+        Raises:
+            OAuth2ConfigurationError: ``provider`` is not configured.
+        """
+        if provider is not None:
+            return self._snapshot(self._slot(provider))
+        return {slot.settings.provider_name: self._snapshot(slot) for slot in self._identities()}
+
+    def _snapshot(self, slot: _Slot) -> ProviderStats:
+        left = _seconds_left(slot.cached, time.monotonic())
+        return self._recorder.snapshot(slot.settings.provider_name, tuple(slot.providers), left)
+
+    def health(self) -> dict[str, ProviderHealth]:
+        """Per configured provider: whether a usable token is held, for how long, since when fetches fail."""
+        now = time.monotonic()
+        result: dict[str, ProviderHealth] = {}
+        for provider, slot in self._slots.items():
+            left = _seconds_left(slot.cached, now)
+            failure = slot.last_failure
+            result[provider] = ProviderHealth(
+                provider=provider,
+                token_held=left is not None,
+                seconds_until_expiry=left,
+                failing_since=slot.failing_since[1] if slot.failing_since else None,
+                last_refresh_failure_at=failure[0] if failure else None,
+                last_error=failure[1] if failure else None,
+            )
+        return result
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with every ``CacheEvent`` from now on.
+
+        It runs in the thread that hit the slow path, sometimes holding the identity's lock:
+        it must return quickly and must not ask this cache for a token. What it raises is
+        logged and ignored.
+        """
+        self._recorder.subscribe(listener)
+
+    def _identities(self) -> list[_Slot]:
+        """Each slot once, in the order its first provider was configured."""
+        return list(dict.fromkeys(self._slots.values()))
 
     def close(self) -> None:
         """Stop the refresher threads, close the token clients' connections, and the Redis store if
@@ -446,7 +516,7 @@ class TokenCache:
         ):
             # Inside the refresh window with the refresh already running (or backing off): no
             # lock, so the callers of a busy process never queue on each other while it runs.
-            slot.stats.stale_served += 1
+            slot.emit("stale_served")
             return cached
         run_inline = False
         with slot.lock:
@@ -454,16 +524,16 @@ class TokenCache:
             cached = slot.cached
             if cached is not None and now < cached.usable_until:
                 if now >= cached.refresh_at:
-                    slot.stats.stale_served += 1
+                    slot.emit("stale_served")
                     self._start_background_refresh(slot, now)
                 return cached
             if slot.failure is not None:
                 error, until = slot.failure
                 if now < until:
-                    slot.stats.negative_hits += 1
+                    slot.emit("negative_hit")
                     raise error.with_traceback(None)
                 slot.failure = None
-            slot.stats.waits += 1
+            slot.emit("waited")
             flight = slot.flight
             if flight is None:
                 flight = slot.flight = _new_flight()
@@ -481,7 +551,7 @@ class TokenCache:
         """Called with the slot lock held: one refresh at a time, after any backoff."""
         if slot.flight is not None or now < slot.next_background_at:
             return
-        slot.stats.background_refreshes += 1
+        slot.emit("refresh_started")
         slot.flight = _new_flight()
         self._hand_over(slot, slot.flight, background=True)
 
@@ -512,11 +582,15 @@ class TokenCache:
         except Exception as exc:
             with slot.lock:
                 slot.land(flight)
-                slot.stats.fetch_failures += 1
+                slot.emit("fetch_failed")
                 if background:
+                    slot.emit("refresh_failed")
                     self._schedule_background_retry(slot, exc)
                 else:
                     slot.failure = (exc, time.monotonic() + NEGATIVE_CACHE_SECONDS)
+                overdue = _note_failure(slot, exc)
+            if overdue is not None:
+                _log_failing_too_long(slot, overdue)
             flight.set_exception(exc)
             return
         except BaseException as exc:
@@ -531,6 +605,8 @@ class TokenCache:
             slot.failure = None
             slot.background_failures = 0
             slot.next_background_at = 0.0
+            slot.failing_since = None
+            slot.last_failure = None
         flight.set_result(cached)
 
     def _schedule_background_retry(self, slot: _Slot, exc: BaseException) -> None:
@@ -547,6 +623,7 @@ class TokenCache:
             slot.settings.provider_name,
             backoff,
             reason,
+            extra={"provider": slot.settings.provider_name, "event": "refresh_failed"},
         )
 
     def _fetch(self, slot: _Slot) -> _Cached:
@@ -561,7 +638,7 @@ class TokenCache:
                 lifecycle = Lifecycle.of(shared, buffer)
                 if time.monotonic() < lifecycle.refresh_at:
                     return _Cached(shared, lifecycle)
-            slot.stats.fetches += 1
+            slot.emit("fetch_started")
             token = slot.client.fetch()
             self._store.set(slot.key, token, settings)
         if token.lifetime < MIN_TOKEN_LIFETIME_SECONDS and not slot.short_lifetime_logged:
@@ -573,6 +650,7 @@ class TokenCache:
                 token.lifetime,
                 MIN_TOKEN_LIFETIME_SECONDS,
                 MIN_TOKEN_LIFETIME_SECONDS,
+                extra={"provider": settings.provider_name, "event": "short_token_lifetime"},
             )
         return _Cached(token, Lifecycle.of(token, buffer))
 
@@ -586,6 +664,54 @@ class _Interrupted(OAuth2AuthenticationError):
             "in the thread making it; try again",
             provider=provider,
         )
+
+
+def _seconds_left(cached: _Cached | None, now: float) -> float | None:
+    """Seconds until ``cached`` may no longer be handed out, ``None`` when none is usable."""
+    if cached is None or now >= cached.usable_until:
+        return None
+    return cached.usable_until - now
+
+
+def _note_failure(slot: _Slot, exc: Exception) -> float | None:
+    """Record a failed fetch for ``health()`` (under the slot lock).
+
+    Returns for how long fetches have been failing when that is more than half of the last
+    token's usable life and no ERROR was logged for the past half life, else ``None``.
+    """
+    now, wall = time.monotonic(), time.time()
+    if slot.failing_since is None:
+        slot.failing_since = (now, wall)
+    reason = exc.message if isinstance(exc, OAuth2Error) else type(exc).__name__
+    slot.last_failure = (wall, reason)
+    half_life = slot.usable_life / 2
+    failing_for = now - slot.failing_since[0]
+    if half_life <= 0 or failing_for <= half_life or now - slot.failing_logged_at < half_life:
+        return None
+    slot.failing_logged_at = now
+    return failing_for
+
+
+def _log_failing_too_long(slot: _Slot, failing_for: float) -> None:
+    name = slot.settings.provider_name
+    logger.error(
+        "provider %s: token fetches have been failing for %.0f s, more than half of a token's usable "
+        "life (%.0f s): calls fail once the current token expires; last error: %s",
+        name,
+        failing_for,
+        slot.usable_life,
+        slot.last_failure[1] if slot.last_failure else "unknown",
+        extra={"provider": name, "event": "refresh_failing_too_long"},
+    )
+
+
+def _log_listener_error(listener: Listener, exc: Exception) -> None:
+    logger.warning(
+        "a token cache event listener (%s) raised %s; ignored",
+        getattr(listener, "__qualname__", type(listener).__name__),
+        type(exc).__name__,
+        extra={"provider": None, "event": "listener_failed"},
+    )
 
 
 def _new_flight() -> Future[_Cached]:

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 from ._fork import reset_in_forked_child
 from .config import ProviderSettings
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
+from .metrics import Outcome
 
 __all__ = [
     "Token",
@@ -76,7 +78,8 @@ class Token:
 
 
 class _TokenRequestFailed(OAuth2AuthenticationError):
-    """One attempt failed; ``transient`` (``retryable``) and ``retry_after`` steer the retry policy."""
+    """One attempt failed; ``transient`` (``retryable``) and ``retry_after`` steer the retry policy;
+    ``timed_out`` tells a timeout apart from other transient failures in the metrics."""
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class _TokenRequestFailed(OAuth2AuthenticationError):
         provider: str,
         retryable: bool,
         retry_after: float | None = None,
+        timed_out: bool = False,
         original_error: BaseException | None = None,
         http_status: int | None = None,
         error: str | None = None,
@@ -100,10 +104,19 @@ class _TokenRequestFailed(OAuth2AuthenticationError):
             transient=retryable,
         )
         self.retry_after = retry_after
+        self.timed_out = timed_out
 
 
 def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, _TokenRequestFailed) and exc.transient
+
+
+def _outcome(exc: _TokenRequestFailed) -> Outcome:
+    if exc.timed_out:
+        return "timeout"
+    if exc.error == "invalid_client":
+        return "invalid_client"
+    return "transient" if exc.transient else "oauth2_error"
 
 
 class TokenClient:
@@ -117,6 +130,8 @@ class TokenClient:
         self._host = urlsplit(settings.token_url).netloc
         self._refresh_token = settings.refresh_token
         self._refresh_lock = threading.Lock()
+        # Told the outcome and duration of every token request (each retry is one); set by TokenCache.
+        self.on_request: Callable[[Outcome, float], None] | None = None
         self._signing_key: Any = None
         if settings.token_endpoint_auth_method == "private_key_jwt":
             self._signing_key = _load_signing_key(settings)
@@ -147,7 +162,7 @@ class TokenClient:
             reraise=False,
         )
         try:
-            return retrying(self._attempt)
+            return retrying(self._observed_attempt)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             assert isinstance(last, _TokenRequestFailed)
@@ -180,6 +195,19 @@ class TokenClient:
 
     # -- one attempt -------------------------------------------------------------------------
 
+    def _observed_attempt(self) -> Token:
+        """``_attempt``, its outcome and duration told to ``on_request``."""
+        started = time.monotonic()
+        try:
+            token = self._attempt()
+        except _TokenRequestFailed as exc:
+            if self.on_request is not None:
+                self.on_request(_outcome(exc), time.monotonic() - started)
+            raise
+        if self.on_request is not None:
+            self.on_request("ok", time.monotonic() - started)
+        return token
+
     def _attempt(self) -> Token:
         request = self._prepared.copy()
         request.prepare_body(self._fixed_body or self._body(), None)
@@ -192,6 +220,7 @@ class TokenClient:
             self._host,
             "client_credentials" if self._fixed_body else self._grant_type(),
             self.settings.token_endpoint_auth_method,
+            extra={"provider": self.settings.provider_name, "event": "token_request_sent"},
         )
         with _Deadline(self.settings.timeout_seconds) as deadline:
             try:
@@ -207,10 +236,12 @@ class TokenClient:
                     stream=True,
                 )
             except requests.Timeout as exc:
-                raise self._failure(f"token request to {self._host} timed out", exc) from None
+                raise self._failure(f"token request to {self._host} timed out", exc, timed_out=True) from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 if deadline.expired:
-                    raise self._failure(f"token request to {self._host} timed out", exc) from None
+                    raise self._failure(
+                        f"token request to {self._host} timed out", exc, timed_out=True
+                    ) from None
                 raise self._failure(
                     f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc
                 ) from None
@@ -337,7 +368,7 @@ class TokenClient:
                 chunks.append(chunk)
         except requests.RequestException as exc:
             if deadline.expired:
-                raise self._failure(f"token request to {self._host} timed out", exc) from None
+                raise self._failure(f"token request to {self._host} timed out", exc, timed_out=True) from None
             raise self._failure(
                 f"token endpoint {self._host} closed the connection mid-response ({type(exc).__name__})", exc
             ) from None
@@ -421,7 +452,12 @@ class TokenClient:
         if rotated is not None and self._refresh_token is not None:
             with self._refresh_lock:
                 self._refresh_token = rotated
-        logger.debug("provider %s: token obtained, usable for %.0f s", self.settings.provider_name, lifetime)
+        logger.debug(
+            "provider %s: token obtained, usable for %.0f s",
+            self.settings.provider_name,
+            lifetime,
+            extra={"provider": self.settings.provider_name, "event": "token_obtained"},
+        )
         return Token(
             access_token=SecretStr(access_token),
             token_type="Bearer",
@@ -492,6 +528,7 @@ class TokenClient:
         *,
         retryable: bool = True,
         retry_after: float | None = None,
+        timed_out: bool = False,
         http_status: int | None = None,
         error: str | None = None,
         error_description: str | None = None,
@@ -501,6 +538,7 @@ class TokenClient:
             provider=self.settings.provider_name,
             retryable=retryable,
             retry_after=retry_after,
+            timed_out=timed_out,
             original_error=original_error,
             http_status=http_status,
             error=error,
@@ -526,6 +564,7 @@ class TokenClient:
             self.settings.retry.attempts + 1,
             wait,
             exc.message if isinstance(exc, _TokenRequestFailed) else type(exc).__name__,
+            extra={"provider": self.settings.provider_name, "event": "token_request_failed"},
         )
 
 

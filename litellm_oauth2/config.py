@@ -46,6 +46,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "ApiStyle",
     "MemoryCacheSettings",
+    "MetricsSettings",
     "OAuth2Config",
     "ProviderSettings",
     "RedisCacheSettings",
@@ -162,6 +163,22 @@ class RedisCacheSettings(BaseModel):
 
 
 CacheSettings = Annotated[MemoryCacheSettings | RedisCacheSettings, Field(discriminator="type")]
+
+
+class MetricsSettings(BaseModel):
+    """Where the token cache's counters go; each exporter's package is imported only when switched on.
+
+    ``prometheus`` registers a collector on ``prometheus_client``'s default registry (the
+    ``prometheus`` extra), ``opentelemetry`` observable instruments on the global
+    ``MeterProvider`` (the ``otel`` extra), ``litellm_service_logging`` reports each token
+    request through LiteLLM's service hooks (those in ``litellm.service_callback``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    prometheus: bool = False
+    opentelemetry: bool = False
+    litellm_service_logging: bool = True
 
 
 class ProviderSettings(BaseModel):
@@ -404,6 +421,7 @@ class OAuth2Config(BaseModel):
 
     oauth2_providers: dict[str, ProviderSettings]
     cache: CacheSettings = Field(default_factory=MemoryCacheSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     def provider(self, name: str) -> ProviderSettings:
         """The provider called ``name``, or an error listing the configured ones."""
@@ -459,10 +477,11 @@ class OAuth2Config(BaseModel):
                 if provider is not None:
                     providers[name] = provider
         cache = _validate_cache(data.get("cache", {"type": "memory"}), source, problems)
+        metrics = _validate_metrics(data.get("metrics", {}), source, problems)
         if problems.found:
             raise _combined_error(problems.found, source)
-        assert cache is not None  # no problem found, so the cache validated
-        return cls.model_construct(oauth2_providers=providers, cache=cache)
+        assert cache is not None and metrics is not None  # no problem found, so both validated
+        return cls.model_construct(oauth2_providers=providers, cache=cache, metrics=metrics)
 
 
 def _unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationError:
@@ -631,6 +650,25 @@ def _validate_cache(
         return model.model_validate(resolved)
     except ValidationError as exc:
         for problem in _translate(exc, prefix, None, field_prefix="cache."):
+            problems.add(problem)
+        return None
+
+
+def _validate_metrics(raw: object, source: str, problems: _Problems) -> MetricsSettings | None:
+    prefix = f"{source}: metrics"
+    if not isinstance(raw, Mapping):
+        problems.add(
+            OAuth2ConfigurationError(
+                f'{prefix}: must be an object like {{"prometheus": true}}', field="metrics"
+            )
+        )
+        return None
+    allowed = set(MetricsSettings.model_fields)
+    _reject_unknown(raw, allowed, f"{prefix}:", problems, field_prefix="metrics.")
+    try:
+        return MetricsSettings.model_validate({k: v for k, v in raw.items() if k in allowed})
+    except ValidationError as exc:
+        for problem in _translate(exc, prefix, None, field_prefix="metrics."):
             problems.add(problem)
         return None
 

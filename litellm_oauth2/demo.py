@@ -149,8 +149,7 @@ def _steps(config_file: Path, tokens: TokenServer, gateway: OpenAIUpstream) -> O
     _expect(bool(streamed) and len(embedded.data) == 2, "streaming or embedding returned nothing")
     print(f"5. acompletion(stream=True) -> {streamed!r}; embedding -> {len(embedded.data)} vectors")
 
-    stats = handler.cache.stats("demo_provider")
-    waits_before = stats.waits
+    waits_before = handler.cache.stats("demo_provider").waits
     deadline = time.monotonic() + TOKEN_LIFETIME
     calls = 0
     while time.monotonic() < deadline:
@@ -158,6 +157,7 @@ def _steps(config_file: Path, tokens: TokenServer, gateway: OpenAIUpstream) -> O
         calls += 1
         time.sleep(0.05)
     _expect(tokens.token_requests >= 2, "the token was not refreshed ahead of expiry")
+    stats = handler.cache.stats("demo_provider")
     _expect(stats.waits == waits_before, "a call waited for the token endpoint during refresh")
     print(
         f"6. {calls} calls over one {TOKEN_LIFETIME:.0f} s token lifetime: refreshed ahead of expiry in the "

@@ -17,9 +17,12 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from . import _doors
 from ._compat import check_provider_names, litellm_routed_names
+from ._service_logging import attach_service_logging
 from .cache import TokenCache
 from .config import OAuth2Config, load_config
 from .errors import OAuth2ConfigurationError
+from .exporters import export_metrics
+from .metrics import ProviderHealth, ProviderStats
 from .provider import MisconfiguredProvider, OAuth2Provider
 
 __all__ = ["OAuth2Handler", "enable"]
@@ -52,6 +55,9 @@ class OAuth2Handler(CustomLogger):
                 field="api_base",
             )
         self.cache = TokenCache(self.config)
+        export_metrics(self.cache, self.config.metrics)
+        if self.config.metrics.litellm_service_logging:
+            attach_service_logging(self.cache)
         self.providers = {
             name: OAuth2Provider(settings, self.cache)
             for name, settings in self.config.oauth2_providers.items()
@@ -79,6 +85,14 @@ class OAuth2Handler(CustomLogger):
 
     async def aget_token(self, name: str) -> str:
         return await self.cache.aget_token(name)
+
+    def stats(self) -> dict[str, ProviderStats]:
+        """Per-provider token counters (``TokenCache.stats``): requests by outcome, latency, waits."""
+        return self.cache.stats()
+
+    def health(self) -> dict[str, ProviderHealth]:
+        """Per provider: whether a usable token is held and for how long (``TokenCache.health``)."""
+        return self.cache.health()
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any

@@ -307,6 +307,7 @@ class RedisTokenStore:
                     "provider %s: waited %.1f s for another process's token request; requesting here",
                     settings.provider_name,
                     now - started,
+                    extra={"provider": settings.provider_name, "event": "shared_lock_wait_expired"},
                 )
                 return None
             time.sleep(min(delay, deadline - now))
@@ -339,6 +340,7 @@ class RedisTokenStore:
                 self._where,
                 type(exc).__name__,
                 self.retry_interval,
+                extra={"provider": None, "event": "redis_unavailable"},
             )
 
     def _came_back(self) -> None:
@@ -347,7 +349,11 @@ class RedisTokenStore:
             self._outage = False
             self._down_until = 0.0
         if was_down:
-            logger.info("Redis token cache at %s reachable again, sharing tokens", self._where)
+            logger.info(
+                "Redis token cache at %s reachable again, sharing tokens",
+                self._where,
+                extra={"provider": None, "event": "redis_available"},
+            )
 
     # -- keys and values ---------------------------------------------------------------------------
 
@@ -406,6 +412,7 @@ class RedisTokenStore:
             settings.provider_name,
             self._where,
             type(exc).__name__,
+            extra={"provider": settings.provider_name, "event": "shared_token_unreadable"},
         )
 
     def _cipher(self, settings: ProviderSettings) -> AESGCM:

@@ -628,6 +628,41 @@ def test_bad_cache(cache: object, cls: type[Exception], fragment: str) -> None:
     assert fragment in str(info.value)
 
 
+def test_metrics_default_to_litellm_service_logging_only() -> None:
+    metrics = config_of().metrics
+    assert (metrics.prometheus, metrics.opentelemetry, metrics.litellm_service_logging) == (
+        False,
+        False,
+        True,
+    )
+    switched = config_of(metrics={"prometheus": True, "opentelemetry": True}).metrics
+    assert switched.prometheus and switched.opentelemetry
+
+
+def test_bad_metrics_are_all_reported_at_once_with_the_cache() -> None:
+    with pytest.raises(OAuth2ConfigurationError) as info:
+        config_of(
+            metrics={"promethus": True, "opentelemetry": "maybe", "litellm_service_logging": [1]},
+            cache={"type": "memcached"},
+        )
+    fields = {problem.field for problem in info.value.problems}
+    assert fields == {
+        "metrics.promethus",
+        "metrics.opentelemetry",
+        "metrics.litellm_service_logging",
+        "cache.type",
+    }
+    assert "did you mean 'prometheus'?" in str(info.value)
+    assert "maybe" not in str(info.value)
+
+
+@pytest.mark.parametrize("metrics", ["prometheus", ["prometheus"], None])
+def test_metrics_must_be_an_object(metrics: object) -> None:
+    with pytest.raises(OAuth2ConfigurationError, match="metrics: must be an object") as info:
+        config_of(metrics=metrics)
+    assert info.value.field == "metrics"
+
+
 # ---------------------------------------------------------------------------------------- cache_key
 
 

@@ -37,14 +37,19 @@ import litellm
 import pytest
 from helpers import Elsewhere, Redirector, rsa_key_pair
 from litellm.integrations.custom_logger import CustomLogger
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry, generate_latest
 from test_proxy import CLIENT_ID as PROXY_CLIENT_ID
 from test_proxy import CLIENT_SECRET as PROXY_SECRET
 from test_proxy import Proxy, proxy  # noqa: F401 - the proxy fixture, a subprocess started per module
 
 from litellm_oauth2 import OAuth2Handler
+from litellm_oauth2._service_logging import attach_service_logging
 from litellm_oauth2.cache import REFETCH_AFTER_401_SECONDS
 from litellm_oauth2.cli import main as cli_main
 from litellm_oauth2.config import load_config
+from litellm_oauth2.exporters import export_to_opentelemetry, export_to_prometheus
 from litellm_oauth2.testing import OpenAIUpstream, TokenServer
 from litellm_oauth2.testing.token_server import MALFORM_KINDS
 
@@ -56,6 +61,18 @@ HEADER_VALUE = "KNOWN-apim-subscription-key-8Rv"
 MESSAGES = [{"role": "user", "content": "leak audit"}]
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 DEBUG_LOGGERS = ("", *LITELLM_LOGGERS, "litellm_oauth2", "httpx", "httpcore", "openai", "urllib3")
+# Modules whose every log record must carry ``provider`` and ``event`` for JSON log handlers.
+STRUCTURED_MODULES = {
+    "cache",
+    "client",
+    "redis_store",
+    "config",
+    "cli",
+    "metrics",
+    "exporters",
+    "_service_logging",
+}
+PLAIN_RECORD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 # -- capture -------------------------------------------------------------------------------------
@@ -84,10 +101,19 @@ class Capture(logging.Handler):
         self.evidence = evidence
         self.records = 0
         self.litellm_records = 0
+        self.structured_records = 0
+        self.unstructured: list[str] = []  # plugin records without provider and event
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records += 1
         self.litellm_records += record.name.startswith("LiteLLM")
+        extra = {key: value for key, value in vars(record).items() if key not in PLAIN_RECORD}
+        if extra:
+            self.evidence.add(f"log record {record.name}:{record.levelname} extra fields", extra)
+        if record.name == "litellm_oauth2" and record.module in STRUCTURED_MODULES:
+            self.structured_records += 1
+            if not {"provider", "event"} <= extra.keys():
+                self.unstructured.append(f"{record.module}:{record.lineno}")
         try:
             text = self.format(record)
         except Exception as exc:  # a record that cannot format is still evidence
@@ -389,6 +415,11 @@ def test_no_credential_or_token_leaks_on_any_path(
             failures.append(f"{where} failed: {type(exc).__name__}: {str(exc)[:200]}")
 
     handler = OAuth2Handler(world.config_path)
+    registry, reader = CollectorRegistry(), InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    export_to_prometheus(handler.cache, registry)
+    export_to_opentelemetry(handler.cache, meter_provider)
+    attach_service_logging(handler.cache)
     try:
         # Success: every authentication method and grant, every call shape, the Router.
         for name in ("audit_basic", "audit_post", "audit_jwt", "audit_rt"):
@@ -488,8 +519,16 @@ def test_no_credential_or_token_leaks_on_any_path(
             expect_failure(f"gateway redirect {shape}", action)
         for request in world.elsewhere.seen:  # following the redirect would have sent it here
             found.add(f"request to another host after a gateway redirect: {request.path}", request.headers)
+        # Metric names, label values and health, as exporters and the proxy would publish them.
+        exposition = generate_latest(registry).decode()
+        assert 'litellm_oauth2_token_requests_total{outcome="ok",provider="audit_basic"}' in exposition
+        found.add("Prometheus exposition", exposition)
+        found.add("OpenTelemetry metrics", reader.get_metrics_data().to_json())
+        found.add("stats", handler.cache.stats())
+        found.add("health", handler.cache.health())
     finally:
         handler.close()
+        meter_provider.shutdown()
 
     # Configuration errors, with the secret in the file.
     bad_configs = {
@@ -635,6 +674,8 @@ def test_no_credential_or_token_leaks_on_any_path(
     # -- what was captured must be substantial, or the audit proves nothing -------------------
     assert not failures, f"paths did not behave as the audit expects, so they were not covered: {failures}"
     assert capture.records > 200, f"only {capture.records} log records were captured: logging was not audited"
+    assert capture.structured_records > 20, "too few plugin log records to check their structure"
+    assert not capture.unstructured, f"log records without provider and event: {capture.unstructured}"
     assert capture.litellm_records > 50, (
         f"only {capture.litellm_records} LiteLLM debug records: its debug output was not audited"
     )

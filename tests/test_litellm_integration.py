@@ -374,3 +374,18 @@ def _quiet_litellm() -> Iterator[None]:
     litellm.suppress_debug_info = True
     yield
     sys.stdout.flush()
+
+
+def test_handler_reports_stats_and_health_of_real_calls(gateway: Gateway) -> None:
+    """The handler's stats and health are the cache's, counted on real LiteLLM calls, with a 401
+    refetch among them."""
+    handler = gateway.handler
+    litellm.completion(model="gw/chat-model", messages=MESSAGES)
+    gateway.upstream.fail_next(1, 401)
+    litellm.completion(model="gw/chat-model", messages=MESSAGES)
+
+    stats = handler.stats()["gw"]
+    health = handler.health()["gw"]
+    assert stats.token_requests["ok"] == gateway.tokens.token_requests == 2
+    assert stats.refetches_after_401 == 1
+    assert health.healthy and health.seconds_until_expiry is not None and health.seconds_until_expiry > 0

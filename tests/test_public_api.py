@@ -48,7 +48,8 @@ def test_the_environment_variable_names_are_defined_once() -> None:
 def test_importing_the_package_and_its_core_loads_no_litellm() -> None:
     code = (
         "import sys, litellm_oauth2, litellm_oauth2.config, litellm_oauth2.client, "
-        "litellm_oauth2.cache, litellm_oauth2.errors, litellm_oauth2.cli; "
+        "litellm_oauth2.cache, litellm_oauth2.errors, litellm_oauth2.cli, litellm_oauth2.metrics, "
+        "litellm_oauth2.exporters; "
         "print('litellm' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
