@@ -75,8 +75,21 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)
 
 
+_EARLIER: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_threads() -> None:
+    """Refreshers of caches other tests built (and the garbage collector has not yet taken) are
+    not this test's: counts below are of threads started during the test."""
+    _EARLIER.clear()
+    _EARLIER.update(threading.enumerate())
+
+
 def fetch_threads_alive() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(PREFIX) and t.is_alive()]
+    return [
+        t for t in threading.enumerate() if t.name.startswith(PREFIX) and t.is_alive() and t not in _EARLIER
+    ]
 
 
 def through_windows(cache: TokenCache, server: TokenServer, renewals: int, *providers: str) -> None:
