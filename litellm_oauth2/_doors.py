@@ -6,9 +6,10 @@ bridged to chat; transcription, speech and rerank refuse an unknown prefix), and
 hook that can change a request. So each routed LiteLLM function is wrapped:
 ``litellm.<endpoint>`` and ``litellm.a<endpoint>`` (the SDK, and the Router and the proxy, which
 look them up at call time) and ``litellm.anthropic.messages.acreate``. A wrapper finds the provider
-from the ``model`` prefix (or ``custom_llm_provider`` for stored responses), gets the token
-before any request (a failure raises ``OAuth2ProviderError`` with nothing sent), and calls the
-original with the provider's ``route``. Calls for any other model pass through untouched; a routed
+from the ``model`` prefix (or ``custom_llm_provider`` for stored responses), routes the call
+(an endpoint the provider's style cannot serve raises before the token is asked for), gets the
+token before any request (a failure raises ``OAuth2ProviderError`` with nothing sent), and calls
+the original with the routed kwargs. Calls for any other model pass through untouched; a routed
 call names a built-in provider, so routing is never applied twice.
 
 An async call whose function was bound before the wrappers were installed still runs LiteLLM's
@@ -64,8 +65,9 @@ async def route_in_hook(kwargs: dict[str, Any], call_type: object) -> dict[str, 
         return None
     if isinstance(provider, MisconfiguredProvider):
         raise provider.fail(kwargs.get("model"))
+    routed = provider.route(endpoint, kwargs, is_async=True)  # an endpoint it cannot serve: no token asked
     await provider.aauthorize(kwargs.get("model"))
-    return provider.route(endpoint, kwargs, is_async=True)
+    return routed
 
 
 def install() -> None:
@@ -93,10 +95,11 @@ def _wrap(namespace: Any, name: str, endpoint: str, *, is_async: bool) -> None:
                 return await original(*args, **kwargs)
             if isinstance(provider, MisconfiguredProvider):
                 raise provider.fail(call.get("model"))
+            routed = provider.route(endpoint, call, is_async=True)
             await provider.aauthorize(call.get("model"))
             started = time.monotonic()
             try:
-                return await original(**provider.route(endpoint, call, is_async=True))
+                return await original(**routed)
             except Exception as exc:
                 failure = provider.failure_of(exc, started)
                 if failure is exc:
@@ -113,10 +116,11 @@ def _wrap(namespace: Any, name: str, endpoint: str, *, is_async: bool) -> None:
                 return original(*args, **kwargs)
             if isinstance(provider, MisconfiguredProvider):
                 raise provider.fail(call.get("model"))
+            routed = provider.route(endpoint, call, is_async=False)
             provider.authorize(call.get("model"))
             started = time.monotonic()
             try:
-                return original(**provider.route(endpoint, call, is_async=False))
+                return original(**routed)
             except Exception as exc:
                 failure = provider.failure_of(exc, started)
                 if failure is exc:
