@@ -893,6 +893,16 @@ def anthropic_cases(p: str = ANTHROPIC) -> list[Case]:
                 )
             ),
         ),
+        # LiteLLM's sync messages.create bridges through litellm.completion (the plugin's door).
+        Case(
+            "messages.create",
+            "anthropic",
+            post,
+            route,
+            lambda: messages_text(
+                litellm.anthropic.messages.create(model=claude, messages=MESSAGES, max_tokens=10)
+            ),
+        ),
     ]
 
 
@@ -935,11 +945,76 @@ def test_each_endpoint_reaches_its_path_with_our_bearer_and_returns_the_gateways
 
 
 def test_azure_per_call_api_version_reaches_the_wire(world: World) -> None:
-    litellm.completion(model=f"{AZURE}/dep1", messages=MESSAGES, api_version=OVERRIDE_VERSION)
-    run(litellm.aembedding(model=f"{AZURE}/dep1", input=["a"], api_version=OVERRIDE_VERSION))
-    litellm.completion(model=f"{AZURE}/dep1", messages=MESSAGES)
+    dep, version = f"{AZURE}/dep1", OVERRIDE_VERSION
+    litellm.completion(model=dep, messages=MESSAGES, api_version=version)
+    run(litellm.aembedding(model=dep, input=["a"], api_version=version))
+    litellm.image_generation(model=dep, prompt="hi", api_version=version)
+    run(litellm.atranscription(model=dep, file=AUDIO, api_version=version))
+    litellm.speech(model=dep, input="hi", voice="alloy", api_version=version)
+    litellm.text_completion(model=f"{AZURE}/gpt-3.5-turbo-instruct", prompt="hi", api_version=version)
+    litellm.completion(model=dep, messages=MESSAGES)  # the provider's own version again
     seen = world.gateways["azure"].recorded
-    assert [r.api_version for r in seen] == [OVERRIDE_VERSION, OVERRIDE_VERSION, AZURE_VERSION]
+    assert [r.api_version for r in seen] == [version] * 6 + [AZURE_VERSION]
+    assert len({r.route for r in seen}) == 6
+
+
+# The async LiteLLM functions as bound before the plugin wrapped them ("from litellm import ..."
+# at import time): the handler's async deployment hook routes their calls.
+UNWRAPPED: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
+    "acompletion": ("openai", "/v1/chat/completions", lambda f: f(model=f"{OPENAI}/m", messages=MESSAGES)),
+    "aembedding": ("openai", "/v1/embeddings", lambda f: f(model=f"{OPENAI}/m", input=["a"])),
+    "aresponses": ("openai", "/v1/responses", lambda f: f(model=f"{OPENAI}/gpt-4.1-mini", input="hi")),
+    "atext_completion": (
+        "openai",
+        "/v1/completions",
+        lambda f: f(model=f"{OPENAI}/gpt-3.5-turbo-instruct", prompt="hi"),
+    ),
+    "aimage_generation": (
+        "openai",
+        "/v1/images/generations",
+        lambda f: f(model=f"{OPENAI}/dall-e-3", prompt="hi"),
+    ),
+    "atranscription": (
+        "openai",
+        "/v1/audio/transcriptions",
+        lambda f: f(model=f"{OPENAI}/whisper-1", file=AUDIO),
+    ),
+    "aspeech": (
+        "openai",
+        "/v1/audio/speech",
+        lambda f: f(model=f"{OPENAI}/tts-1", input="hi", voice="alloy"),
+    ),
+    "amoderation": (
+        "openai",
+        "/v1/moderations",
+        lambda f: f(model=f"{OPENAI}/omni-moderation-latest", input="hi"),
+    ),
+    "arerank": ("openai", "/v1/rerank", lambda f: f(model=f"{OPENAI}/rr", query="q", documents=["a"])),
+    "azure acompletion": (
+        "azure",
+        "/openai/deployments/dep1/chat/completions",
+        lambda f: f(model=f"{AZURE}/dep1", messages=MESSAGES),
+    ),
+    "anthropic acompletion": (
+        "anthropic",
+        "/v1/messages",
+        lambda f: f(model=f"{ANTHROPIC}/claude-haiku-4-5", messages=MESSAGES),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", UNWRAPPED)
+def test_async_functions_bound_before_the_plugin_are_routed_by_its_deployment_hook(
+    world: World, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    style, route, call = UNWRAPPED[name]
+    original = getattr(litellm, name.split()[-1]).__wrapped__
+    monkeypatch.setattr(litellm, "callbacks", [world.handler])
+    run(call(original))
+    (request,) = world.gateways[style].recorded
+    assert request.route == route
+    assert world.tokens.verify_access_token(request.headers["authorization"].removeprefix("Bearer "))
+    assert "api-key" not in request.headers and "x-api-key" not in request.headers
 
 
 def test_responses_pass_previous_response_id_and_store_through(world: World) -> None:
