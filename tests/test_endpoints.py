@@ -27,7 +27,7 @@ from typing import Any
 import litellm
 import openai
 import pytest
-from helpers import SECRET, Elsewhere, config_of, provider_dict
+from helpers import SECRET, Elsewhere, Redirector, config_of, provider_dict
 from litellm.integrations.custom_logger import CustomLogger
 
 from litellm_oauth2 import (
@@ -59,8 +59,28 @@ class World:
     gateways: dict[str, BearerGateway]  # by style
     handler: OAuth2Handler
 
-    def configuration(self, **overrides: Any) -> OAuth2Config:
-        """The module's four providers, with ``overrides`` applied to each."""
+    def configuration(self, base: str | None = None, **overrides: Any) -> OAuth2Config:
+        """The module's four providers, with ``overrides`` applied to each; ``base``: one root URL
+        in place of every gateway's."""
+        if base is not None:
+            roots = {"openai": base + "/v1", "azure": base, "anthropic": base}
+            return config_of(
+                {
+                    name: provider_dict(
+                        self.tokens.token_url,
+                        api_base=roots[STYLES[name]],
+                        **({"api_style": "azure", "api_version": version} if version else {}),
+                        **({"api_style": "anthropic"} if name == ANTHROPIC else {}),
+                        **overrides,
+                    )
+                    for name, version in (
+                        (OPENAI, None),
+                        (AZURE, AZURE_VERSION),
+                        (AZURE_V1, "v1"),
+                        (ANTHROPIC, None),
+                    )
+                }
+            )
         return config_of(
             {
                 OPENAI: provider_dict(
@@ -1105,6 +1125,43 @@ def test_identity_provider_down_raises_oauth2_error_and_sends_nothing(
     assert "503" in str(raised.value)
     assert world.gateway_requests() == 0
     assert world.tokens.token_requests >= 1
+
+
+@pytest.mark.parametrize("name", SDK_CASES)
+def test_a_second_401_reaches_the_caller_as_authentication_error_without_the_token(
+    world: World, fresh: OAuth2Handler, name: str
+) -> None:
+    case = CASES[name]
+    world.gateways[case.style].fail_next(2, 401)
+    # LiteLLM raises the openai SDK's own error for sync transcription, speech and (a)moderation.
+    with pytest.raises((litellm.AuthenticationError, openai.AuthenticationError)) as raised:
+        case.call()
+    assert raised.value.status_code == 401
+    assert world.gateway_requests() == 2 and world.tokens.token_requests == 2
+    shown = str(raised.value) + repr(raised.value)
+    assert not [token for token in world.tokens.issued_tokens if token in shown]
+
+
+@pytest.fixture(scope="module")
+def redirector() -> Iterator[Redirector]:
+    with Elsewhere() as elsewhere, Redirector(elsewhere) as server:
+        yield server
+
+
+@pytest.mark.parametrize("name", SDK_CASES)
+def test_a_redirect_is_not_followed(world: World, redirector: Redirector, name: str) -> None:
+    handler = OAuth2Handler(config=world.configuration(base=redirector.url))
+    redirector.seen.clear()
+    redirector.target.seen.clear()
+    try:
+        with pytest.raises(Exception):  # LiteLLM's error for an unexpected 307
+            CASES[name].call()
+    finally:
+        handler.close()
+    assert len(redirector.seen) == 1 and redirector.target.seen == []
+    assert world.tokens.verify_access_token(
+        redirector.seen[0].headers["authorization"].removeprefix("Bearer ")
+    )
 
 
 # -- what a style cannot serve --------------------------------------------------------------------
