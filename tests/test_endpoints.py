@@ -1051,33 +1051,44 @@ def test_responses_pass_previous_response_id_and_store_through(world: World) -> 
     assert list(gateway.stored_responses) == [stored_id]  # type: ignore[attr-defined]
 
 
+# Where each provider keeps its stored responses: (gateway, route prefix, api-version on the wire).
+STORED = {
+    OPENAI: ("openai", "/v1/responses", None),
+    AZURE: ("azure", "/openai/v1/responses", "preview"),
+    AZURE_V1: ("azure", "/openai/v1/responses", None),
+}
+
+
+@pytest.mark.parametrize("provider", STORED)
 @pytest.mark.parametrize("shape", ["sync", "async", "Router"])
-def test_stored_responses_are_got_and_deleted_at_their_paths(world: World, shape: str) -> None:
-    gateway = world.gateways["openai"]
-    model = f"{OPENAI}/gpt-4.1-mini"
+def test_stored_responses_are_got_and_deleted_at_their_paths(world: World, shape: str, provider: str) -> None:
+    style, prefix, version = STORED[provider]
+    gateway = world.gateways[style]
+    model = f"{provider}/gpt-4.1-mini"
     if shape == "sync":
         created = litellm.responses(model=model, input="hi")
         (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
-        got = litellm.get_responses(response_id=created.id, custom_llm_provider=OPENAI)
-        deleted = litellm.delete_responses(response_id=created.id, custom_llm_provider=OPENAI)
+        got = litellm.get_responses(response_id=created.id, custom_llm_provider=provider)
+        deleted = litellm.delete_responses(response_id=created.id, custom_llm_provider=provider)
     elif shape == "async":
         created = run(litellm.aresponses(model=model, input="hi"))
         (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
-        got = run(litellm.aget_responses(response_id=created.id, custom_llm_provider=OPENAI))
-        deleted = run(litellm.adelete_responses(response_id=created.id, custom_llm_provider=OPENAI))
+        got = run(litellm.aget_responses(response_id=created.id, custom_llm_provider=provider))
+        deleted = run(litellm.adelete_responses(response_id=created.id, custom_llm_provider=provider))
     else:
         created = run(router(model).aresponses(model="x", input="hi"))
         (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
         got = run(router(model).aget_responses(response_id=created.id))
         deleted = run(router(model).adelete_responses(response_id=created.id))
     assert responses_text(got) == GREETING and deleted.deleted is True
-    seen = [(r.method, r.route) for r in gateway.recorded]
+    seen = [(r.method, r.route, r.api_version) for r in gateway.recorded]
     assert seen == [
-        ("POST", "/v1/responses"),
-        ("GET", f"/v1/responses/{stored_id}"),
-        ("DELETE", f"/v1/responses/{stored_id}"),
+        ("POST", prefix, version),
+        ("GET", f"{prefix}/{stored_id}", version),
+        ("DELETE", f"{prefix}/{stored_id}", version),
     ]
     assert gateway.stored_responses == {}  # type: ignore[attr-defined]
+    assert world.gateway_requests() == 3
     for request in gateway.recorded:
         assert world.tokens.verify_access_token(request.headers["authorization"].removeprefix("Bearer "))
 
