@@ -983,6 +983,63 @@ def test_azure_per_call_api_version_reaches_the_wire(world: World) -> None:
     assert len({r.route for r in seen}) == 6
 
 
+def test_azure_responses_api_version_reaches_the_wire(world: World) -> None:
+    azure = world.gateways["azure"]
+    config = config_of(
+        {
+            AZURE: provider_dict(
+                world.tokens.token_url,
+                api_base=azure.base_url,  # type: ignore[attr-defined]
+                api_style="azure",
+                api_version=AZURE_VERSION,
+                responses_api_version="2025-04-01-preview",
+            )
+        }
+    )
+    handler = OAuth2Handler(config=config)
+    try:
+        litellm.responses(model=f"{AZURE}/dep1", input="hi")
+        litellm.responses(model=f"{AZURE}/dep1", input="hi", api_version="2025-03-01-preview")
+        litellm.responses(model=f"{AZURE}/dep1", input="hi", responses_api_version="2025-01-01-preview")
+        litellm.completion(model=f"{AZURE}/dep1", messages=MESSAGES)  # chat keeps api_version
+    finally:
+        handler.close()
+    seen = [(r.route, r.api_version) for r in azure.recorded]
+    assert seen == [
+        ("/openai/responses", "2025-04-01-preview"),
+        ("/openai/responses", "2025-03-01-preview"),
+        ("/openai/responses", "2025-01-01-preview"),
+        ("/openai/deployments/dep1/chat/completions", AZURE_VERSION),
+    ]
+
+
+def test_anthropic_version_is_the_providers_header_whatever_the_caller_sends(world: World) -> None:
+    anthropic = world.gateways["anthropic"]
+    config = config_of(
+        {
+            ANTHROPIC: provider_dict(
+                world.tokens.token_url,
+                api_base=anthropic.base_url,  # type: ignore[attr-defined]
+                api_style="anthropic",
+                headers={"anthropic-version": "2024-01-01"},
+            )
+        }
+    )
+    handler = OAuth2Handler(config=config)
+    claude = f"{ANTHROPIC}/claude-haiku-4-5"
+    try:
+        litellm.completion(model=claude, messages=MESSAGES)
+        run(litellm.anthropic.messages.acreate(model=claude, messages=MESSAGES, max_tokens=10))
+        litellm.completion(model=claude, messages=MESSAGES, extra_headers={"anthropic-version": "2099-01-01"})
+    finally:
+        handler.close()
+    assert [r.headers["anthropic-version"] for r in anthropic.recorded] == ["2024-01-01"] * 3
+    # Without the provider's header, LiteLLM's default.
+    world.handler.register()  # the module's provider: no anthropic-version of its own
+    litellm.completion(model=claude, messages=MESSAGES)
+    assert anthropic.last_request.headers["anthropic-version"] == "2023-06-01"
+
+
 # The async LiteLLM functions as bound before the plugin wrapped them ("from litellm import ..."
 # at import time): the handler's async deployment hook routes their calls.
 UNWRAPPED: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
