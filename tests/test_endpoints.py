@@ -1419,6 +1419,67 @@ def test_the_callers_key_base_client_and_credential_headers_are_ignored(
     assert CALLER_KEY not in json.dumps(request.headers) + request.body.decode("utf-8", "replace")
 
 
+ROUTER_CALLER_CASES: dict[str, tuple[str, str, str, Callable[[litellm.Router], Any]]] = {
+    "openai achat": (
+        "openai",
+        "/v1/chat/completions",
+        f"{OPENAI}/m",
+        lambda r: r.acompletion(model="x", messages=MESSAGES),
+    ),
+    "openai aresponses": (
+        "openai",
+        "/v1/responses",
+        f"{OPENAI}/gpt-4.1-mini",
+        lambda r: r.aresponses(model="x", input="hi"),
+    ),
+    "openai atranscription": (
+        "openai",
+        "/v1/audio/transcriptions",
+        f"{OPENAI}/whisper-1",
+        lambda r: r.atranscription(model="x", file=AUDIO),
+    ),
+    "openai arerank": (
+        "openai",
+        "/v1/rerank",
+        f"{OPENAI}/rr",
+        lambda r: r.arerank(model="x", query="q", documents=["a"]),
+    ),
+    "azure aembedding": (
+        "azure",
+        "/openai/deployments/dep1/embeddings",
+        f"{AZURE}/dep1",
+        lambda r: r.aembedding(model="x", input=["a"]),
+    ),
+    "anthropic aanthropic_messages": (
+        "anthropic",
+        "/v1/messages",
+        f"{ANTHROPIC}/claude-haiku-4-5",
+        lambda r: r.aanthropic_messages(model="x", messages=MESSAGES, max_tokens=10),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ROUTER_CALLER_CASES)
+def test_credentials_in_router_litellm_params_are_ignored(
+    world: World, elsewhere: Elsewhere, name: str
+) -> None:
+    """A model list (the proxy's config) that names a key, a base URL or headers for the deployment."""
+    style, route, model, call = ROUTER_CALLER_CASES[name]
+    params = {
+        "model": model,
+        "api_key": CALLER_KEY,
+        "api_base": elsewhere.url + "/v1",
+        "extra_headers": {"Authorization": f"Bearer {CALLER_KEY}", "api-key": CALLER_KEY},
+    }
+    elsewhere.seen.clear()
+    run(call(litellm.Router(model_list=[{"model_name": "x", "litellm_params": params}], num_retries=0)))
+    assert elsewhere.seen == []
+    (request,) = world.gateways[style].recorded
+    assert request.route == route
+    assert world.tokens.verify_access_token(request.headers["authorization"].removeprefix("Bearer "))
+    assert CALLER_KEY not in json.dumps(request.headers) + request.body.decode("utf-8", "replace")
+
+
 # -- leaks ----------------------------------------------------------------------------------------
 
 
