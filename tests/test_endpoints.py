@@ -1155,6 +1155,56 @@ def test_stored_responses_are_got_and_deleted_at_their_paths(world: World, shape
         assert world.tokens.verify_access_token(request.headers["authorization"].removeprefix("Bearer "))
 
 
+POSITIONAL: dict[str, tuple[str, Callable[[], Any]]] = {
+    "embedding": ("/v1/embeddings", lambda: litellm.embedding(f"{OPENAI}/m", ["a"])),
+    "aembedding": ("/v1/embeddings", lambda: run(litellm.aembedding(f"{OPENAI}/m", ["a"]))),
+    "responses": ("/v1/responses", lambda: litellm.responses("hi", f"{OPENAI}/gpt-4.1-mini")),
+    "aresponses": ("/v1/responses", lambda: run(litellm.aresponses("hi", f"{OPENAI}/gpt-4.1-mini"))),
+    "text_completion": (
+        "/v1/completions",
+        lambda: litellm.text_completion("hi", f"{OPENAI}/gpt-3.5-turbo-instruct"),
+    ),
+    "atext_completion": (
+        "/v1/completions",
+        lambda: run(litellm.atext_completion("hi", f"{OPENAI}/gpt-3.5-turbo-instruct")),
+    ),
+    "image_generation": (
+        "/v1/images/generations",
+        lambda: litellm.image_generation("hi", f"{OPENAI}/dall-e-3"),
+    ),
+    "aimage_generation": (
+        "/v1/images/generations",
+        lambda: run(litellm.aimage_generation("hi", f"{OPENAI}/dall-e-3")),
+    ),
+    "transcription": (
+        "/v1/audio/transcriptions",
+        lambda: litellm.transcription(f"{OPENAI}/whisper-1", AUDIO),
+    ),
+    "atranscription": (
+        "/v1/audio/transcriptions",
+        lambda: run(litellm.atranscription(f"{OPENAI}/whisper-1", AUDIO)),
+    ),
+    "speech": ("/v1/audio/speech", lambda: litellm.speech(f"{OPENAI}/tts-1", "hi", "alloy")),
+    "aspeech": ("/v1/audio/speech", lambda: run(litellm.aspeech(f"{OPENAI}/tts-1", "hi", "alloy"))),
+    "moderation": ("/v1/moderations", lambda: litellm.moderation("hi", f"{OPENAI}/omni-moderation-latest")),
+    "amoderation": (
+        "/v1/moderations",
+        lambda: run(litellm.amoderation("hi", f"{OPENAI}/omni-moderation-latest")),
+    ),
+    "rerank": ("/v1/rerank", lambda: litellm.rerank(f"{OPENAI}/rr", "q", ["a"])),
+    "arerank": ("/v1/rerank", lambda: run(litellm.arerank(f"{OPENAI}/rr", "q", ["a"]))),
+}
+
+
+@pytest.mark.parametrize("name", POSITIONAL)
+def test_positional_arguments_are_routed(world: World, name: str) -> None:
+    route, call = POSITIONAL[name]
+    call()
+    (request,) = world.gateways["openai"].recorded
+    assert request.route == route
+    assert world.tokens.verify_access_token(request.headers["authorization"].removeprefix("Bearer "))
+
+
 # -- 401 once, IdP down ---------------------------------------------------------------------------
 
 
