@@ -1287,6 +1287,34 @@ def test_a_redirect_is_not_followed(world: World, redirector: Redirector, name: 
     )
 
 
+CROWDS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "openai aresponses": ("openai", lambda: litellm.aresponses(model=f"{OPENAI}/gpt-4.1-mini", input="hi")),
+    "openai arerank": ("openai", lambda: litellm.arerank(model=f"{OPENAI}/rr", query="q", documents=["a"])),
+    "azure atranscription": ("azure", lambda: litellm.atranscription(model=f"{AZURE}/dep1", file=AUDIO)),
+    "anthropic messages.acreate": (
+        "anthropic",
+        lambda: litellm.anthropic.messages.acreate(
+            model=f"{ANTHROPIC}/claude-haiku-4-5", messages=MESSAGES, max_tokens=10
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CROWDS)
+def test_a_cold_crowd_of_50_calls_makes_one_token_request(
+    world: World, fresh: OAuth2Handler, name: str
+) -> None:
+    style, call = CROWDS[name]
+    world.tokens.delay_next(1, 0.3)
+
+    async def crowd() -> list[Any]:
+        return await asyncio.gather(*(call() for _ in range(50)))
+
+    assert len(run(crowd())) == 50
+    assert world.tokens.token_requests == 1
+    assert world.gateways[style].authorized_requests == 50 == world.gateway_requests()
+
+
 # -- what a style cannot serve --------------------------------------------------------------------
 
 
