@@ -1265,6 +1265,53 @@ def test_a_second_401_reaches_the_caller_as_authentication_error_without_the_tok
     assert not [token for token in world.tokens.issued_tokens if token in shown]
 
 
+# LiteLLM sends an openai-provider text completion stream lazily, at the first chunk, after the
+# plugin's wrapper returned: its failure is LiteLLM's 401, not the plugin's error (nor redacted).
+LAZY_STREAMS = {
+    "openai text_completion stream",
+    "openai atext_completion stream",
+    "azure v1 text_completion stream",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True, reason="the request leaves at the first chunk, after the wrapper returned"
+            ),
+        )
+        if name in LAZY_STREAMS
+        else name
+        for name in SDK_CASES
+    ],
+)
+def test_a_401_whose_renewal_fails_raises_the_oauth2_error(
+    world: World, fresh: OAuth2Handler, name: str
+) -> None:
+    case = CASES[name]
+    fresh.cache.get_token(case_provider(name))  # a token before the fault
+    world.tokens.reset()
+    world.gateways[case.style].fail_next(1, 401)
+    world.tokens.fail_next(100, status=503)
+    with pytest.raises(Exception) as raised:
+        case.call()
+    assert isinstance(raised.value, OAuth2ProviderError), (
+        f"caller got {type(raised.value).__name__}: {raised.value}"
+    )
+    assert "503" in str(raised.value)
+    assert world.gateway_requests() == 1 and world.tokens.token_requests >= 1
+
+
+def case_provider(name: str) -> str:
+    """The provider prefix a case calls."""
+    return {"openai": OPENAI, "azure": AZURE, "azure v1": AZURE_V1, "anthropic": ANTHROPIC}[
+        "azure v1" if name.startswith("azure v1") else name.split()[0]
+    ]
+
+
 @pytest.fixture(scope="module")
 def redirector() -> Iterator[Redirector]:
     with Elsewhere() as elsewhere, Redirector(elsewhere) as server:
