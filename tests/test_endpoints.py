@@ -43,8 +43,8 @@ from litellm_oauth2 import (
 from litellm_oauth2._styles import ENDPOINTS, served_endpoints
 from litellm_oauth2.config import OAuth2Config
 from litellm_oauth2.testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
-from litellm_oauth2.testing._gateway import BearerGateway
 
+Gateway = OpenAIUpstream | AzureOpenAIUpstream | AnthropicUpstream
 CLIENT_ID = "test-client"
 GREETING = f"Hello from upstream (client_id={CLIENT_ID})"
 CALLER_KEY = "sk-caller-KNOWN-key-7Hq"
@@ -57,63 +57,36 @@ OPENAI, AZURE, AZURE_V1, ANTHROPIC = "corp", "az", "azv1", "cl"
 STYLES = {OPENAI: "openai", AZURE: "azure", AZURE_V1: "azure", ANTHROPIC: "anthropic"}
 
 
+# Each provider's style settings: (api_style, api_version).
+STYLE_SETTINGS = {
+    OPENAI: ("openai", None),
+    AZURE: ("azure", AZURE_VERSION),
+    AZURE_V1: ("azure", "v1"),
+    ANTHROPIC: ("anthropic", None),
+}
+
+
+def providers_config(
+    tokens: TokenServer, gateways: dict[str, Gateway], base: str | None = None, **overrides: Any
+) -> OAuth2Config:
+    """The module's four providers at their gateways (or all at the root URL ``base``), with
+    ``overrides`` applied to each."""
+    configured = {}
+    for name, (style, version) in STYLE_SETTINGS.items():
+        api_base = gateways[style].base_url if base is None else base + ("/v1" if style == "openai" else "")
+        settings = {"api_style": style, **({"api_version": version} if version else {}), **overrides}
+        configured[name] = provider_dict(tokens.token_url, api_base=api_base, **settings)
+    return config_of(configured)
+
+
 @dataclass
 class World:
     tokens: TokenServer
-    gateways: dict[str, BearerGateway]  # by style
+    gateways: dict[str, Gateway]  # by style
     handler: OAuth2Handler
 
     def configuration(self, base: str | None = None, **overrides: Any) -> OAuth2Config:
-        """The module's four providers, with ``overrides`` applied to each; ``base``: one root URL
-        in place of every gateway's."""
-        if base is not None:
-            roots = {"openai": base + "/v1", "azure": base, "anthropic": base}
-            return config_of(
-                {
-                    name: provider_dict(
-                        self.tokens.token_url,
-                        api_base=roots[STYLES[name]],
-                        **({"api_style": "azure", "api_version": version} if version else {}),
-                        **({"api_style": "anthropic"} if name == ANTHROPIC else {}),
-                        **overrides,
-                    )
-                    for name, version in (
-                        (OPENAI, None),
-                        (AZURE, AZURE_VERSION),
-                        (AZURE_V1, "v1"),
-                        (ANTHROPIC, None),
-                    )
-                }
-            )
-        return config_of(
-            {
-                OPENAI: provider_dict(
-                    self.tokens.token_url,
-                    api_base=self.gateways["openai"].base_url,  # type: ignore[attr-defined]
-                    **overrides,
-                ),
-                AZURE: provider_dict(
-                    self.tokens.token_url,
-                    api_base=self.gateways["azure"].base_url,  # type: ignore[attr-defined]
-                    api_style="azure",
-                    api_version=AZURE_VERSION,
-                    **overrides,
-                ),
-                AZURE_V1: provider_dict(
-                    self.tokens.token_url,
-                    api_base=self.gateways["azure"].base_url,  # type: ignore[attr-defined]
-                    api_style="azure",
-                    api_version="v1",
-                    **overrides,
-                ),
-                ANTHROPIC: provider_dict(
-                    self.tokens.token_url,
-                    api_base=self.gateways["anthropic"].base_url,  # type: ignore[attr-defined]
-                    api_style="anthropic",
-                    **overrides,
-                ),
-            }
-        )
+        return providers_config(self.tokens, self.gateways, base, **overrides)
 
     def gateway_requests(self) -> int:
         return sum(gateway.requests for gateway in self.gateways.values())
@@ -128,13 +101,12 @@ def world() -> Iterator[World]:
         AnthropicUpstream(tokens) as anthropic,
     ):
         tokens.add_client(CLIENT_ID, SECRET)
-        gateways: dict[str, BearerGateway] = {"openai": plain, "azure": azure, "anthropic": anthropic}
-        shell = World(tokens, gateways, handler=None)  # type: ignore[arg-type]
-        shell.handler = OAuth2Handler(config=shell.configuration())
+        gateways: dict[str, Gateway] = {"openai": plain, "azure": azure, "anthropic": anthropic}
+        handler = OAuth2Handler(config=providers_config(tokens, gateways))
         try:
-            yield shell
+            yield World(tokens, gateways, handler)
         finally:
-            shell.handler.close()
+            handler.close()
 
 
 @pytest.fixture(autouse=True)
@@ -231,7 +203,8 @@ def image_text(result: Any) -> str:
 
 
 def speech_text(result: Any) -> str:
-    return result.content.decode("latin-1")  # type: ignore[no-any-return]
+    content: bytes = result.content
+    return content.decode("latin-1")
 
 
 def moderation_text(result: Any) -> str:
@@ -989,7 +962,7 @@ def test_azure_responses_api_version_reaches_the_wire(world: World) -> None:
         {
             AZURE: provider_dict(
                 world.tokens.token_url,
-                api_base=azure.base_url,  # type: ignore[attr-defined]
+                api_base=azure.base_url,
                 api_style="azure",
                 api_version=AZURE_VERSION,
                 responses_api_version="2025-04-01-preview",
@@ -1019,7 +992,7 @@ def test_anthropic_version_is_the_providers_header_whatever_the_caller_sends(wor
         {
             ANTHROPIC: provider_dict(
                 world.tokens.token_url,
-                api_base=anthropic.base_url,  # type: ignore[attr-defined]
+                api_base=anthropic.base_url,
                 api_style="anthropic",
                 headers={"anthropic-version": "2024-01-01"},
             )
@@ -1101,16 +1074,17 @@ def test_async_functions_bound_before_the_plugin_are_routed_by_its_deployment_ho
 
 def test_responses_pass_previous_response_id_and_store_through(world: World) -> None:
     gateway = world.gateways["openai"]
+    assert isinstance(gateway, OpenAIUpstream)
     first = litellm.responses(model=f"{OPENAI}/gpt-4.1-mini", input="hi", store=True)
     second = litellm.responses(
         model=f"{OPENAI}/gpt-4.1-mini", input="again", previous_response_id=first.id, store=False
     )
     first_body, second_body = (request.json for request in gateway.recorded)
-    (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
+    (stored_id,) = gateway.stored_responses
     assert first_body["store"] is True
     assert second_body["previous_response_id"] == stored_id and second_body["store"] is False
     assert responses_text(second) == f"{GREETING} previous_response_id={stored_id}"
-    assert list(gateway.stored_responses) == [stored_id]  # type: ignore[attr-defined]
+    assert list(gateway.stored_responses) == [stored_id]
 
 
 # Where each provider keeps its stored responses: (gateway, route prefix, api-version on the wire).
@@ -1126,20 +1100,21 @@ STORED = {
 def test_stored_responses_are_got_and_deleted_at_their_paths(world: World, shape: str, provider: str) -> None:
     style, prefix, version = STORED[provider]
     gateway = world.gateways[style]
+    assert not isinstance(gateway, AnthropicUpstream)
     model = f"{provider}/gpt-4.1-mini"
     if shape == "sync":
         created = litellm.responses(model=model, input="hi")
-        (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
+        (stored_id,) = gateway.stored_responses
         got = litellm.get_responses(response_id=created.id, custom_llm_provider=provider)
         deleted = litellm.delete_responses(response_id=created.id, custom_llm_provider=provider)
     elif shape == "async":
         created = run(litellm.aresponses(model=model, input="hi"))
-        (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
+        (stored_id,) = gateway.stored_responses
         got = run(litellm.aget_responses(response_id=created.id, custom_llm_provider=provider))
         deleted = run(litellm.adelete_responses(response_id=created.id, custom_llm_provider=provider))
     else:
         created = run(router(model).aresponses(model="x", input="hi"))
-        (stored_id,) = gateway.stored_responses  # type: ignore[attr-defined]
+        (stored_id,) = gateway.stored_responses
         got = run(router(model).aget_responses(response_id=created.id))
         deleted = run(router(model).adelete_responses(response_id=created.id))
     assert responses_text(got) == GREETING and deleted.deleted is True
@@ -1149,7 +1124,7 @@ def test_stored_responses_are_got_and_deleted_at_their_paths(world: World, shape
         ("GET", f"{prefix}/{stored_id}", version),
         ("DELETE", f"{prefix}/{stored_id}", version),
     ]
-    assert gateway.stored_responses == {}  # type: ignore[attr-defined]
+    assert gateway.stored_responses == {}
     assert world.gateway_requests() == 3
     for request in gateway.recorded:
         assert world.tokens.verify_access_token(request.headers["authorization"].removeprefix("Bearer "))

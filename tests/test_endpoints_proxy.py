@@ -31,8 +31,8 @@ from litellm_oauth2.testing import (
     RecordedRequest,
     TokenServer,
 )
-from litellm_oauth2.testing._gateway import BearerGateway
 
+Gateway = OpenAIUpstream | AzureOpenAIUpstream | AnthropicUpstream
 MASTER_KEY = "sk-endpoints-master"
 CLIENT_ID = "proxy-endpoints-client"
 CLIENT_SECRET = "proxy-endpoints-secret-KNOWN-4d1e"
@@ -48,7 +48,7 @@ class Proxy:
     stdout_path: Path
     stderr_path: Path
     tokens: TokenServer
-    gateways: dict[str, BearerGateway]
+    gateways: dict[str, Gateway]
 
     def output(self) -> str:
         return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(errors="replace")
@@ -69,20 +69,20 @@ class Proxy:
         )
 
 
-def write_configs(directory: Path, tokens: TokenServer, gateways: dict[str, BearerGateway]) -> Path:
+def write_configs(directory: Path, tokens: TokenServer, gateways: dict[str, Gateway]) -> Path:
     client = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "token_url": tokens.token_url}
     oauth2_config = {
         "oauth2_providers": {
-            "corp": {**client, "api_base": gateways["openai"].base_url},  # type: ignore[attr-defined]
+            "corp": {**client, "api_base": gateways["openai"].base_url},
             "az": {
                 **client,
-                "api_base": gateways["azure"].base_url,  # type: ignore[attr-defined]
+                "api_base": gateways["azure"].base_url,
                 "api_style": "azure",
                 "api_version": AZURE_VERSION,
             },
             "cl": {
                 **client,
-                "api_base": gateways["anthropic"].base_url,  # type: ignore[attr-defined]
+                "api_base": gateways["anthropic"].base_url,
                 "api_style": "anthropic",
             },
         }
@@ -128,7 +128,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         AnthropicUpstream(tokens) as anthropic,
     ):
         tokens.add_client(CLIENT_ID, CLIENT_SECRET)
-        gateways: dict[str, BearerGateway] = {"openai": plain, "azure": azure, "anthropic": anthropic}
+        gateways: dict[str, Gateway] = {"openai": plain, "azure": azure, "anthropic": anthropic}
         config = write_configs(directory, tokens, gateways)
         env = {key: value for key, value in os.environ.items() if not key.startswith("LITELLM_OAUTH2_")}
         env.update(
@@ -152,7 +152,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             )
         running = Proxy(f"http://127.0.0.1:{port}", process, stdout_path, stderr_path, tokens, gateways)
         try:
-            wait_until_live(running)  # type: ignore[arg-type]
+            wait_until_live(running)  # type: ignore[arg-type]  # reads url, process, stderr_tail
             yield running
         finally:
             stop(process)
