@@ -1395,6 +1395,45 @@ def test_an_endpoint_the_style_cannot_serve_says_so_with_no_request_anywhere(
     assert world.tokens.token_requests == 0
 
 
+ROUTER_UNSUPPORTED: dict[str, tuple[str, str, Callable[[litellm.Router], Any]]] = {
+    "anthropic aembedding": (ANTHROPIC, "embedding", lambda r: r.aembedding(model="x", input=["a"])),
+    "anthropic aresponses": (ANTHROPIC, "responses", lambda r: r.aresponses(model="x", input="hi")),
+    "anthropic aimage_generation": (
+        ANTHROPIC,
+        "image_generation",
+        lambda r: r.aimage_generation(model="x", prompt="hi"),
+    ),
+    "azure arerank": (AZURE, "rerank", lambda r: r.arerank(model="x", query="q", documents=["a"])),
+    "azure amoderation": (AZURE, "moderation", lambda r: r.amoderation(model="x", input="hi")),
+    "azure aanthropic_messages": (
+        AZURE,
+        "anthropic_messages",
+        lambda r: r.aanthropic_messages(model="x", messages=MESSAGES, max_tokens=10),
+    ),
+    "openai aanthropic_messages": (
+        OPENAI,
+        "anthropic_messages",
+        lambda r: r.aanthropic_messages(model="x", messages=MESSAGES, max_tokens=10),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ROUTER_UNSUPPORTED)
+def test_the_router_passes_the_unsupported_endpoint_error_on_and_keeps_the_deployment(
+    world: World, fresh: OAuth2Handler, name: str
+) -> None:
+    provider, endpoint, call = ROUTER_UNSUPPORTED[name]
+    shared = litellm.Router(
+        model_list=[{"model_name": "x", "litellm_params": {"model": f"{provider}/m"}}], num_retries=0
+    )
+    for _ in range(2):
+        with pytest.raises(OAuth2ConfigurationError, match=f"cannot serve {endpoint}"):
+            run(call(shared))
+    assert world.gateway_requests() == 0 and world.tokens.token_requests == 0
+    run(shared.acompletion(model="x", messages=MESSAGES))  # not cooled down
+    assert world.gateway_requests() == 1
+
+
 def test_every_unsupported_pair_is_covered() -> None:
     for provider in (OPENAI, AZURE, ANTHROPIC):
         settings = config_of(
