@@ -360,6 +360,26 @@ def test_a_401_is_retried_once_with_a_new_token(proxy: Proxy, name: str) -> None
     assert (new_tokens, first != retry) in {(1, True), (0, False)}
 
 
+@pytest.mark.parametrize(
+    ("path", "payload", "endpoint"),
+    [
+        ("/v1/embeddings", {"model": "claude", "input": "a"}, "embedding"),
+        ("/v1/responses", {"model": "claude", "input": "a"}, "responses"),
+        ("/v1/messages", {"model": "gpt", "messages": MESSAGES, "max_tokens": 10}, "anthropic_messages"),
+    ],
+    ids=["anthropic embeddings", "anthropic responses", "openai messages"],
+)
+def test_an_endpoint_the_style_cannot_serve_is_refused_with_nothing_sent(
+    proxy: Proxy, path: str, payload: dict[str, Any], endpoint: str
+) -> None:
+    before = proxy.tokens.token_requests
+    response = proxy.post(path, payload)
+    assert response.status_code >= 400
+    assert f"cannot serve {endpoint}" in response.text
+    assert sum(g.requests for g in proxy.gateways.values()) == 0
+    assert proxy.tokens.token_requests == before
+
+
 def test_proxy_output_never_contains_the_secret_or_a_token(proxy: Proxy) -> None:
     # Traffic on the new routes first (the other tests may run alone).
     assert proxy.post("/v1/responses", {"model": "gpt", "input": "leak check"}).status_code == 200
