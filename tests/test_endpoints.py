@@ -1364,10 +1364,6 @@ def _unsupported_call(endpoint: str, provider: str, is_async: bool) -> Callable[
     return lambda: getattr(litellm, endpoint)(**kwargs)
 
 
-def _sync_twin_exists(endpoint: str) -> bool:
-    return endpoint != "anthropic_messages"
-
-
 UNSUPPORTED = {
     f"{provider} {endpoint}{' async' if is_async else ''}": (provider, endpoint, is_async)
     for provider, served in {
@@ -1377,7 +1373,7 @@ UNSUPPORTED = {
     }.items()
     for endpoint in ENDPOINTS
     if endpoint not in served
-    for is_async in ((False, True) if _sync_twin_exists(endpoint) else (True,))
+    for is_async in ((True,) if endpoint == "anthropic_messages" else (False, True))  # acreate only
 }
 
 
