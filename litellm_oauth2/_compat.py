@@ -35,8 +35,9 @@ How a call reaches the gateway with the plugin's client (``utils.py``, ``main.py
   name in ``kwargs["litellm_logging_obj"].call_type``.
 * ``client_kind_per_endpoint``: ``client=`` is honoured when it is an openai SDK client for chat,
   embeddings, text completions, images, audio and moderation, and a LiteLLM ``HTTPHandler`` /
-  ``AsyncHTTPHandler`` for responses (and get/delete), rerank and Anthropic; a client of the other
-  kind is silently replaced by LiteLLM's own (which holds only the placeholder key).
+  ``AsyncHTTPHandler`` for responses (and get/delete), rerank and Anthropic. An openai SDK client
+  given to the latter is silently replaced by LiteLLM's own (which holds only the placeholder
+  key); an ``HTTPHandler`` given to the former fails the call.
 * ``azure_images_ignore_client``: ``azure/`` image generation ignores ``client=``, so Azure images
   go through the OpenAI handler with an ``AzureOpenAI`` client (same deployment path).
 * ``azure_client_fixes_api_version``: an ``AzureOpenAI`` client sends its own ``api-version``,

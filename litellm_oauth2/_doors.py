@@ -6,9 +6,10 @@ bridged to chat; transcription, speech and rerank refuse an unknown prefix), and
 hook that can change a request. So each routed LiteLLM function is wrapped:
 ``litellm.<endpoint>`` and ``litellm.a<endpoint>`` (the SDK, and the Router and the proxy, which
 look them up at call time) and ``litellm.anthropic.messages.acreate``. A wrapper finds the provider
-from the ``model`` prefix (or ``custom_llm_provider`` for stored responses), gets the token
-before any request (a failure raises ``OAuth2ProviderError`` with nothing sent), and calls the
-original with the provider's ``route``. Calls for any other model pass through untouched; a routed
+from the ``model`` prefix (or ``custom_llm_provider`` for stored responses), routes the call
+(an endpoint the provider's style cannot serve raises before the token is asked for), gets the
+token before any request (a failure raises ``OAuth2ProviderError`` with nothing sent), and calls
+the original with the routed kwargs. Calls for any other model pass through untouched; a routed
 call names a built-in provider, so routing is never applied twice.
 
 An async call whose function was bound before the wrappers were installed still runs LiteLLM's
@@ -23,7 +24,8 @@ import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import litellm
 from litellm import anthropic_interface
@@ -65,16 +67,6 @@ def provider_for(call: Mapping[str, Any]) -> OAuth2Provider | MisconfiguredProvi
     return _providers.get(owner) if owner is not None else None
 
 
-def _remember_response(endpoint: str, provider: OAuth2Provider, result: Any) -> Any:
-    """Note the provider of a response the Responses API stored; returns ``result``."""
-    response_id = getattr(result, "id", None) if endpoint == "responses" else None
-    if isinstance(response_id, str):
-        _response_owners[response_id] = provider.name
-        while len(_response_owners) > _RESPONSE_OWNERS_KEPT:
-            _response_owners.popitem(last=False)
-    return result
-
-
 async def route_in_hook(kwargs: dict[str, Any], call_type: object) -> dict[str, Any] | None:
     """The routed kwargs of an async call no wrapper saw, or None to leave it to LiteLLM."""
     endpoint = _compat.endpoint_of_call_type(call_type, kwargs)
@@ -83,8 +75,9 @@ async def route_in_hook(kwargs: dict[str, Any], call_type: object) -> dict[str, 
         return None
     if isinstance(provider, MisconfiguredProvider):
         raise provider.fail(kwargs.get("model"))
+    routed = provider.route(endpoint, kwargs, is_async=True)  # an endpoint it cannot serve: no token asked
     await provider.aauthorize(kwargs.get("model"))
-    return provider.route(endpoint, kwargs, is_async=True)
+    return routed
 
 
 def install() -> None:
@@ -106,46 +99,73 @@ def _wrap(namespace: Any, name: str, endpoint: str, *, is_async: bool) -> None:
 
         @functools.wraps(original)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = bind(args, kwargs)
-            provider = provider_for(call) if call is not None else None
-            if provider is None or call is None:
+            routed = _RoutedCall.of(endpoint, bind(args, kwargs), is_async=True)
+            if routed is None:
                 return await original(*args, **kwargs)
-            if isinstance(provider, MisconfiguredProvider):
-                raise provider.fail(call.get("model"))
-            await provider.aauthorize(call.get("model"))
+            await routed.provider.aauthorize(routed.model)
             started = time.monotonic()
             try:
-                result = await original(**provider.route(endpoint, call, is_async=True))
+                return routed.done(await original(**routed.kwargs))
             except Exception as exc:
-                failure = provider.failure_of(exc, started)
-                if failure is exc:
-                    raise
-                raise failure from exc
-            return _remember_response(endpoint, provider, result)
+                routed.reraise(exc, started)
 
     else:
 
         @functools.wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = bind(args, kwargs)
-            provider = provider_for(call) if call is not None else None
-            if provider is None or call is None:
+            routed = _RoutedCall.of(endpoint, bind(args, kwargs), is_async=False)
+            if routed is None:
                 return original(*args, **kwargs)
-            if isinstance(provider, MisconfiguredProvider):
-                raise provider.fail(call.get("model"))
-            provider.authorize(call.get("model"))
+            routed.provider.authorize(routed.model)
             started = time.monotonic()
             try:
-                result = original(**provider.route(endpoint, call, is_async=False))
+                return routed.done(original(**routed.kwargs))
             except Exception as exc:
-                failure = provider.failure_of(exc, started)
-                if failure is exc:
-                    raise
-                raise failure from exc
-            return _remember_response(endpoint, provider, result)
+                routed.reraise(exc, started)
 
     setattr(wrapper, _WRAPPED, True)
     setattr(namespace, name, wrapper)
+
+
+@dataclass(frozen=True, slots=True)
+class _RoutedCall:
+    """One call a wrapper routes: its provider and the kwargs LiteLLM gets instead of the caller's."""
+
+    endpoint: str
+    provider: OAuth2Provider
+    model: object
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, endpoint: str, call: dict[str, Any] | None, *, is_async: bool) -> _RoutedCall | None:
+        """The routed call, or None for a call of no registered provider (it passes through).
+
+        Raises:
+            OAuth2ProviderError: the provider's configuration failed to load, or its style cannot
+            serve ``endpoint``; nothing was sent, no token asked for.
+        """
+        provider = provider_for(call) if call is not None else None
+        if provider is None or call is None:
+            return None
+        if isinstance(provider, MisconfiguredProvider):
+            raise provider.fail(call.get("model"))
+        return cls(endpoint, provider, call.get("model"), provider.route(endpoint, call, is_async=is_async))
+
+    def done(self, result: Any) -> Any:
+        """``result``, after noting which provider created it when it is a stored response."""
+        response_id = getattr(result, "id", None) if self.endpoint == "responses" else None
+        if isinstance(response_id, str):
+            _response_owners[response_id] = self.provider.name
+            while len(_response_owners) > _RESPONSE_OWNERS_KEPT:
+                _response_owners.popitem(last=False)
+        return result
+
+    def reraise(self, exc: Exception, started: float) -> NoReturn:
+        """Raise what the caller should see for ``exc`` (``OAuth2Provider.failure_of``)."""
+        failure = self.provider.failure_of(exc, started)
+        if failure is exc:
+            raise exc
+        raise failure from exc
 
 
 def _binder(namespace: Any, name: str) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any] | None]:

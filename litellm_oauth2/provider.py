@@ -237,7 +237,9 @@ class OAuth2Provider(CustomLLM):
         routed["api_key"] = API_KEY_PLACEHOLDER
         if where.api_version is not None and where.provider != "openai":
             routed["api_version"] = where.api_version
-            if endpoint == "responses" and self.settings.responses_api_version:
+            # The provider's Responses version, unless the call names a version of its own.
+            own_version = call.get("api_version") or call.get("responses_api_version")
+            if endpoint == "responses" and self.settings.responses_api_version and not own_version:
                 routed["responses_api_version"] = self.settings.responses_api_version
         for name in ("extra_headers", "headers"):
             if isinstance(call.get(name), dict):
