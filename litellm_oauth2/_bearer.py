@@ -64,6 +64,17 @@ def _bearer_flow(
     yield request
 
 
+def _advance(
+    flow: Generator[_NeedAuthorization | httpx.Request, str | httpx.Response | None, None],
+    answer: str | httpx.Response | None,
+) -> _NeedAuthorization | httpx.Request | None:
+    """The flow's next step after ``answer``, or None when it is done."""
+    try:
+        return flow.send(answer)
+    except StopIteration:
+        return None
+
+
 def _authorize(request: httpx.Request, authorization: str, headers: dict[str, str]) -> None:
     for name in _CREDENTIAL_HEADERS:
         if name in request.headers:
@@ -99,40 +110,31 @@ class OAuth2BearerAuth(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         flow = _bearer_flow(request, self._headers)
-        answer: str | httpx.Response | None = None
-        while True:
-            try:
-                step = flow.send(answer)
-            except StopIteration:
-                return
+        step = _advance(flow, None)
+        while step is not None:
             if isinstance(step, httpx.Request):
-                answer = yield step
-                continue
-            if step.rejected is None:
-                answer = self._cache.get_authorization(self._provider)
+                step = _advance(flow, (yield step))
+            elif step.rejected is None:
+                step = _advance(flow, self._sent(self._cache.get_authorization(self._provider)))
             else:
-                answer = self._renew(step.rejected)
-            if answer is not None:
-                self.recently_sent.append(answer)
+                step = _advance(flow, self._sent(self._renew(step.rejected)))
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         flow = _bearer_flow(request, self._headers)
-        answer: str | httpx.Response | None = None
-        while True:
-            try:
-                step = flow.send(answer)
-            except StopIteration:
-                return
+        step = _advance(flow, None)
+        while step is not None:
             if isinstance(step, httpx.Request):
-                answer = yield step
-                continue
-            if step.rejected is None:
-                answer = await self._cache.aget_authorization(self._provider)
+                step = _advance(flow, (yield step))
+            elif step.rejected is None:
+                step = _advance(flow, self._sent(await self._cache.aget_authorization(self._provider)))
             else:
                 # A shared store may do network I/O on invalidation: keep it off the event loop.
-                answer = await asyncio.to_thread(self._renew, step.rejected)
-            if answer is not None:
-                self.recently_sent.append(answer)
+                step = _advance(flow, self._sent(await asyncio.to_thread(self._renew, step.rejected)))
+
+    def _sent(self, authorization: str | None) -> str | None:
+        if authorization is not None:
+            self.recently_sent.append(authorization)
+        return authorization
 
     def _renew(self, rejected: str) -> str | None:
         """A new ``Authorization`` value after the gateway refused ``rejected``, or None."""
