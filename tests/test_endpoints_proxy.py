@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from test_proxy import PROXY_MODULES, REQUEST_TIMEOUT, free_port, stop, wait_until_live
+from test_proxy import PROXY_MODULES, REQUEST_TIMEOUT, launch_proxy, stop, wait_until_live
 
 from litellm_oauth2.testing import (
     AnthropicUpstream,
@@ -130,27 +128,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         tokens.add_client(CLIENT_ID, CLIENT_SECRET)
         gateways: dict[str, Gateway] = {"openai": plain, "azure": azure, "anthropic": anthropic}
         config = write_configs(directory, tokens, gateways)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("LITELLM_OAUTH2_")}
-        env.update(
-            LITELLM_OAUTH2_CONFIG=str(directory / "litellm_config.json"),
-            LITELLM_LOCAL_MODEL_COST_MAP="True",
-            PYTHONUNBUFFERED="1",
-        )
-        port = free_port()
-        command = [sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config)]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--detailed_debug"]
-        stdout_path, stderr_path = directory / "proxy.stdout", directory / "proxy.stderr"
-        with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                command,
-                cwd=directory,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        running = Proxy(f"http://127.0.0.1:{port}", process, stdout_path, stderr_path, tokens, gateways)
+        url, process, stdout_path, stderr_path = launch_proxy(directory, config)
+        running = Proxy(url, process, stdout_path, stderr_path, tokens, gateways)
         try:
             wait_until_live(running)  # type: ignore[arg-type]  # reads url, process, stderr_tail
             yield running

@@ -195,6 +195,32 @@ def wait_until_live(proxy: Proxy) -> None:
     pytest.fail(f"the proxy was not live after {STARTUP_TIMEOUT:.0f} s; stderr tail:\n{proxy.stderr_tail()}")
 
 
+def launch_proxy(directory: Path, config: Path) -> tuple[str, subprocess.Popen[bytes], Path, Path]:
+    """Start ``litellm --config config`` on a free loopback port with the plugin's config file of
+    ``directory``, output to files there; returns its URL, process and output files."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LITELLM_OAUTH2_")}
+    env.update(
+        LITELLM_OAUTH2_CONFIG=str(directory / "litellm_config.json"),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        PYTHONUNBUFFERED="1",
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--detailed_debug"]
+    stdout_path, stderr_path = directory / "proxy.stdout", directory / "proxy.stderr"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    return f"http://127.0.0.1:{port}", process, stdout_path, stderr_path
+
+
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     missing = [name for name in PROXY_MODULES if importlib.util.find_spec(name) is None]
@@ -206,27 +232,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     with TokenServer() as tokens, OpenAIUpstream(tokens) as upstream:
         tokens.add_client(CLIENT_ID, CLIENT_SECRET)
         config = write_configs(directory, tokens, upstream)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("LITELLM_OAUTH2_")}
-        env.update(
-            LITELLM_OAUTH2_CONFIG=str(directory / "litellm_config.json"),
-            LITELLM_LOCAL_MODEL_COST_MAP="True",
-            PYTHONUNBUFFERED="1",
-        )
-        port = free_port()
-        command = [sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config)]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--detailed_debug"]
-        stdout_path, stderr_path = directory / "proxy.stdout", directory / "proxy.stderr"
-        with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                command,
-                cwd=directory,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        running = Proxy(f"http://127.0.0.1:{port}", process, stdout_path, stderr_path, tokens, upstream)
+        url, process, stdout_path, stderr_path = launch_proxy(directory, config)
+        running = Proxy(url, process, stdout_path, stderr_path, tokens, upstream)
         try:
             wait_until_live(running)
             yield running
