@@ -67,7 +67,7 @@ def check_provider(settings: ProviderSettings) -> ProviderCheck:
     """Fetch one token for real and try it on ``{api_base}/models`` (status only)."""
     row = ProviderCheck(
         provider=settings.provider_name,
-        token_endpoint=urlsplit(settings.token_url).netloc,
+        token_endpoint=urlsplit(settings.token_url or settings.issuer or "").netloc,
         auth_method=settings.token_endpoint_auth_method,
         ok=False,
         result="",

@@ -52,6 +52,7 @@ __all__ = [
     "RetrySettings",
     "config_path",
     "load_config",
+    "read_credential_file",
     "read_document",
 ]
 
@@ -81,7 +82,9 @@ _PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _API_VERSION = re.compile(r"^(v1|preview|latest|\d{4}-\d{2}-\d{2}(-preview)?)\Z")
 
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "client_assertion"]
+# Largest credential file read (a client secret, a federated assertion): a mounted secret is small.
+MAX_CREDENTIAL_FILE_BYTES = 64 * 1024
 ApiStyle = Literal["openai", "azure", "anthropic"]
 # Azure OpenAI's current GA data-plane version; "v1" selects the /openai/v1 path style instead.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
@@ -174,8 +177,11 @@ class ProviderSettings(BaseModel):
     provider_name: str
     allow_insecure_http: bool = False
     client_id: Annotated[str, Field(min_length=1)]
-    client_secret: SecretStr | None = None
-    token_url: str
+    client_secret_path: str | None = None
+    client_secret: Annotated[SecretStr | None, Field(validate_default=True)] = None
+    client_assertion_path: str | None = None
+    token_url: str | None = None
+    issuer: str | None = None
     scope: str | None = None
     refresh_token: SecretStr | None = None
     audience: str | None = None
@@ -243,7 +249,22 @@ class ProviderSettings(BaseModel):
             )
         return value
 
-    @field_validator("audience", "key_id", "private_key_path")
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_from_file(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """``client_secret_path``: the mounted secret file is read here, at load (the token client
+        reads it again when the endpoint answers invalid_client, as after a rotation)."""
+        path = info.data.get("client_secret_path")
+        if path is None:
+            return value
+        if value is not None:
+            raise _FieldError("client_secret_path", "must not be set together with client_secret")
+        try:
+            return SecretStr(read_credential_file(path))
+        except OSError as exc:
+            raise _FieldError("client_secret_path", str(exc)) from None
+
+    @field_validator("audience", "key_id", "private_key_path", "client_secret_path", "client_assertion_path")
     @classmethod
     def _non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
@@ -302,7 +323,7 @@ class ProviderSettings(BaseModel):
             raise ValueError("names a CA bundle file that does not exist; use true, false or a PEM file path")
         return value
 
-    @field_validator("token_url", "api_base")
+    @field_validator("token_url", "issuer", "api_base")
     @classmethod
     def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -315,7 +336,23 @@ class ProviderSettings(BaseModel):
     def _credentials_for(cls, method: AuthMethod, info: ValidationInfo) -> AuthMethod:
         # A credential field missing from info.data was invalid itself and is blamed already.
         data = info.data
-        if method == "private_key_jwt":
+        if "token_url" in data and "issuer" in data:
+            if data["token_url"] is None and data["issuer"] is None:
+                raise _FieldError("token_url", "is required (or issuer, to discover it)", missing=True)
+            if data["token_url"] is not None and data["issuer"] is not None:
+                raise _FieldError("token_url", "must not be set together with issuer (which discovers it)")
+        if data.get("client_assertion_path") is not None and method != "client_assertion":
+            raise _FieldError(
+                "client_assertion_path", 'applies to token_endpoint_auth_method "client_assertion" only'
+            )
+        if method == "client_assertion":
+            if "client_assertion_path" in data and data["client_assertion_path"] is None:
+                raise _FieldError(
+                    "client_assertion_path",
+                    "is required for client_assertion: the file the platform writes the federated token to",
+                    missing=True,
+                )
+        elif method == "private_key_jwt":
             keys = [data[field] for field in ("private_key", "private_key_path") if field in data]
             if len(keys) == 2 and (keys[0] is None) == (keys[1] is None):
                 raise _FieldError(
@@ -326,7 +363,8 @@ class ProviderSettings(BaseModel):
             if secret is None or not secret.get_secret_value():
                 raise _FieldError(
                     "client_secret",
-                    f"is required for {method} (or set token_endpoint_auth_method: private_key_jwt)",
+                    f"is required for {method} (or client_secret_path, or set token_endpoint_auth_method: "
+                    "private_key_jwt or client_assertion)",
                 )
         return method
 
@@ -340,7 +378,7 @@ class ProviderSettings(BaseModel):
         request and validation) stay out. Holds no secret and no URL in clear: it names Redis keys.
         """
         identity = [
-            self.token_url,
+            self.token_url or self.issuer,
             self.client_id,
             self.scope,
             self.audience,
@@ -351,6 +389,7 @@ class ProviderSettings(BaseModel):
             _digest(self.refresh_token),
             _digest(self.client_secret),
             _digest(self.private_key) or self.private_key_path,
+            self.client_assertion_path,
             self.token_endpoint_auth_method,
             self.basic_auth_encoding,
             self.signing_algorithm,
@@ -391,6 +430,30 @@ class ProviderSettings(BaseModel):
                 original_error=exc,
                 provider=self.provider_name,
             ) from None
+
+
+def read_credential_file(path: str) -> str:
+    """A credential file's text, surrounding whitespace removed (mounted secrets often end in a newline).
+
+    Raises:
+        OSError: the file cannot be read, is larger than ``MAX_CREDENTIAL_FILE_BYTES``, is not
+            UTF-8 or is empty; the message names the file and the reason, never the content.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CREDENTIAL_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise OSError(f"names a file that cannot be read ('{path}': {reason})") from None
+    if len(raw) > MAX_CREDENTIAL_FILE_BYTES:
+        raise OSError(f"names a file larger than {MAX_CREDENTIAL_FILE_BYTES} bytes ('{path}')")
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise OSError(f"names a file that is not UTF-8 text ('{path}')") from None
+    if not text:
+        raise OSError(f"names an empty file ('{path}')")
+    return text
 
 
 def _digest(secret: SecretStr | None) -> str | None:
@@ -474,11 +537,13 @@ def _unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationErr
 
 
 class _FieldError(ValueError):
-    """A check that blames another field than the one it runs on, so the message can name it."""
+    """A check that blames another field than the one it runs on, so the message can name it;
+    ``missing``: the field is required here and absent (a configuration error, not a bad value)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, missing: bool = False) -> None:
         super().__init__(message)
         self.field = field
+        self.missing = missing
 
 
 def _combined_error(problems: Sequence[OAuth2ConfigurationError], source: str) -> OAuth2ConfigurationError:
@@ -657,10 +722,17 @@ def _translate(
         field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
         ctx_error = (error.get("ctx") or {}).get("error")
+        missing = error["type"] == "missing"
         if isinstance(ctx_error, _FieldError):
-            field, message = ctx_error.field, str(ctx_error)
+            field, message, missing = ctx_error.field, str(ctx_error), ctx_error.missing
         blamed = f"{field_prefix}{field}"
-        if error["type"] == "missing":
+        if missing and isinstance(ctx_error, _FieldError):
+            translated.append(
+                OAuth2ConfigurationError(
+                    f"{prefix}: field '{field}' {message}", provider=provider, field=blamed
+                )
+            )
+        elif missing:
             translated.append(
                 OAuth2ConfigurationError(
                     f"{prefix}: field '{field}' is required", provider=provider, field=blamed

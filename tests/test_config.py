@@ -111,6 +111,10 @@ def valid_document(name: str = PROVIDER) -> str:
 
 PROVIDER_DEFAULTS: dict[str, Any] = {
     "client_secret": None,
+    "client_secret_path": None,
+    "client_assertion_path": None,
+    "token_url": None,
+    "issuer": None,
     "scope": None,
     "refresh_token": None,
     "audience": None,
@@ -147,6 +151,8 @@ def test_provider_default(field: str, expected: Any) -> None:
         minimal = provider_of(
             client_secret=None, token_endpoint_auth_method="private_key_jwt", private_key_path="unused.pem"
         )
+    elif field == "token_url":  # only optional where discovery finds it
+        minimal = provider_of(token_url=None, issuer="https://idp.example.com")
     else:
         minimal = provider_of()
     assert getattr(minimal, field) == expected

@@ -26,12 +26,23 @@ from urllib.parse import unquote_plus, urlsplit
 from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, _Handler, json_response, media_type
 
-__all__ = ["KEY_TYPES", "MALFORM_KINDS", "ReplayResponse", "TokenServer"]
+__all__ = [
+    "FEDERATED_AUDIENCE",
+    "FEDERATION_ISSUER",
+    "KEY_TYPES",
+    "MALFORM_KINDS",
+    "ReplayResponse",
+    "TokenServer",
+]
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# The workload identity platform whose tokens the server trusts (as Entra trusts an AKS cluster's
+# OIDC issuer), and the audience such tokens carry for Entra.
+FEDERATION_ISSUER = "https://federation.litellm-oauth2.test"
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 DEFAULT_AUDIENCE = "litellm-oauth2-test"
 MALFORM_KINDS = frozenset(
     {
@@ -170,6 +181,7 @@ class _Client:
     allowed_scopes: frozenset[str] | None
     refresh_token: str | None
     rotate_refresh_token: bool
+    federated_subject: str | None = None
 
 
 def _number(value: float) -> int | float:
@@ -200,8 +212,9 @@ def _oauth_error(
 class TokenServer(LoopbackServer):
     """OAuth2 authorization server issuing signed JWT access tokens.
 
-    Serves ``POST /token``, ``GET /jwks`` and ``GET /.well-known/openid-configuration``. Every
-    ``/token`` request is counted and recorded, including rejected ones and injected faults.
+    Serves ``POST /token``, ``GET /jwks`` and the metadata (``GET /.well-known/openid-configuration``
+    and ``/.well-known/oauth-authorization-server``). Every ``/token`` request is counted and
+    recorded, including rejected ones and injected faults.
     ``key_type`` ``"RSA"`` (RS256) or ``"EC"`` (ES256) publishes the public key at ``/jwks`` and
     needs the ``jwt`` extra (``ImportError`` otherwise); ``"HS256"`` signs with ``shared_key``,
     which a gateway must be given, and publishes no key. ``port`` 0 (the default) takes a free one.
@@ -224,6 +237,10 @@ class TokenServer(LoopbackServer):
         """Seconds from ``iat`` (whole seconds) to ``exp``, as servers that truncate write them; may
         differ from ``expires_in``. ``None``: ``exp`` is ``token_lifetime`` from now, rounded up."""
         self.delay = 0.0
+        self.metadata_overrides: dict[str, Any] = {}
+        """Merged into the served metadata document (``metadata``)."""
+        self.metadata_requests = 0
+        """``GET`` requests for the metadata document served."""
         """Seconds every ``/token`` request waits before being answered (on top of ``delay_next``)."""
         self._issuer = issuer
         self._kid = uuid.uuid4().hex[:16]
@@ -247,6 +264,8 @@ class TokenServer(LoopbackServer):
         self._issued: list[str] = []
         self._revoked: set[str] = set()
         self._seen_jtis: set[str] = set()
+        self.federation_key = secrets.token_bytes(32)
+        """The HS256 key of the trusted workload identity platform (``federated_assertion`` signs with it)."""
 
     def start(self: _TS) -> _TS:
         """Start serving (no-op when already running); returns ``self``."""
@@ -271,6 +290,16 @@ class TokenServer(LoopbackServer):
     def jwks_url(self) -> str:
         return self.url + "/jwks"
 
+    def metadata(self) -> dict[str, Any]:
+        """The authorization server metadata served at both well-known locations (RFC 8414,
+        OpenID Connect Discovery); ``metadata_overrides`` is merged in (a wrong ``issuer``, say)."""
+        document: dict[str, Any] = {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_url,
+            "jwks_uri": self.jwks_url,
+        }
+        return {**document, **self.metadata_overrides}
+
     # -- configuration -----------------------------------------------------------------------
 
     def add_client(
@@ -282,8 +311,10 @@ class TokenServer(LoopbackServer):
         allowed_scopes: set[str] | None = None,
         refresh_token: str | None = None,
         rotate_refresh_token: bool = False,
+        federated_subject: str | None = None,
     ) -> None:
-        """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt."""
+        """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt,
+        ``federated_subject`` client assertions from the trusted platform (``federated_assertion``)."""
         public_key = None
         if public_key_pem is not None:
             _require_jwt_extra("a private_key_jwt client (public_key_pem)")
@@ -303,9 +334,27 @@ class TokenServer(LoopbackServer):
             None if allowed_scopes is None else frozenset(allowed_scopes),
             refresh_token,
             rotate_refresh_token,
+            federated_subject,
         )
         with self._lock:
             self._clients[client_id] = client
+
+    def federated_assertion(
+        self, subject: str, *, lifetime: float = 600.0, audience: str = FEDERATED_AUDIENCE
+    ) -> str:
+        """A token of the trusted workload identity platform for ``subject`` (what a Kubernetes
+        projected service-account token is): HS256 under ``federation_key``, ``exp`` after ``lifetime``
+        seconds (negative: already expired). Needs no extra."""
+        now = time.time()
+        claims = {
+            "iss": FEDERATION_ISSUER,
+            "sub": subject,
+            "aud": audience,
+            "iat": int(now),
+            "exp": int(now + lifetime),
+            "jti": uuid.uuid4().hex,
+        }
+        return _jwt.encode_hs256(claims, self.federation_key)
 
     # -- observations ------------------------------------------------------------------------
 
@@ -450,9 +499,10 @@ class TokenServer(LoopbackServer):
             return self._token_endpoint(request)
         if path == "/jwks":
             return json_response(200, self._jwks)
-        if path == "/.well-known/openid-configuration":
-            metadata = {"issuer": self.issuer, "token_endpoint": self.token_url, "jwks_uri": self.jwks_url}
-            return json_response(200, metadata)
+        if path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+            with self._lock:
+                self.metadata_requests += 1
+            return json_response(200, self.metadata())
         return json_response(404, {"error": "not_found"})
 
     def _token_endpoint(self, request: RecordedRequest) -> Response:
@@ -564,6 +614,8 @@ class TokenServer(LoopbackServer):
             return None
         with self._lock:
             client = self._clients.get(params.get("client_id") or str(claimed.get("iss")))
+        if client is not None and client.federated_subject is not None:
+            return self._federated_client(client, assertion)
         if client is None or client.public_key is None:
             return None
         import jwt  # present: add_client needed it to load the public key
@@ -590,6 +642,20 @@ class TokenServer(LoopbackServer):
         if replayed:
             raise _OAuthError(400, "invalid_client", "client_assertion jti was already used")
         return client
+
+    def _federated_client(self, client: _Client, assertion: str) -> _Client | None:
+        """RFC 7521 §4.2 with a federated credential: the platform's signature and ``exp``, its
+        issuer, the client's subject, an audience meant for this server. Reusable until it expires."""
+        try:
+            claims = _jwt.decode_hs256(assertion, self.federation_key)
+        except _jwt.InvalidToken:
+            return None
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        accepted = {FEDERATED_AUDIENCE, self.token_url, self.issuer}
+        if claims.get("iss") != FEDERATION_ISSUER or claims.get("sub") != client.federated_subject:
+            return None
+        return client if accepted.intersection(a for a in audiences if isinstance(a, str)) else None
 
     # -- issuing -------------------------------------------------------------------------------
 
