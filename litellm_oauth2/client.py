@@ -114,7 +114,15 @@ class TokenClient:
     def __init__(self, settings: ProviderSettings, *, session: requests.Session | None = None) -> None:
         self.settings = settings
         self._own_session = session is None
-        self._session = session or _session_with_deadlines()
+        self._session = session or _session_with_deadlines(_key_password(settings))
+        # RFC 8705 §2: the certificate is the credential. Its files are watched (a changed file
+        # drops the pooled connections, so the next handshake presents the new certificate).
+        self._certificate: tuple[str, str] | None = None
+        self._certificate_state: tuple[tuple[int, int, int], ...] = ()
+        if settings.uses_mtls and settings.client_certificate_path is not None:
+            key = settings.client_key_path or settings.client_certificate_path
+            self._certificate = (settings.client_certificate_path, key)
+            self._certificate_state = _file_states(self._certificate)
         # With an issuer, the token endpoint is known after discovery (the first attempt).
         self._token_url = settings.token_url
         first_url = settings.token_url or settings.issuer or ""
@@ -138,7 +146,7 @@ class TokenClient:
     def _after_fork_in_child(self) -> None:
         """A forked child gets its own connections: sharing a keep-alive one mixes up responses."""
         if self._own_session:
-            self._session = _session_with_deadlines()
+            self._session = _session_with_deadlines(_key_password(self.settings))
             self._prepared = self._prepare() if self._token_url else None
         self._refresh_lock = threading.Lock()
         self._credentials_lock = threading.Lock()
@@ -246,7 +254,7 @@ class TokenClient:
                     timeout=self.settings.timeout_seconds,
                     verify=self._verify,
                     proxies=self._proxies,
-                    cert=None,
+                    cert=self._current_certificate(),
                     allow_redirects=False,
                     stream=True,
                 )
@@ -271,6 +279,24 @@ class TokenClient:
                 body = self._read_body(response, deadline, kind, where)
         return response, body
 
+    def _current_certificate(self) -> tuple[str, str] | None:
+        """The client certificate files; when they changed since the last request (a rotation:
+        another inode, size or time), the pooled connections are dropped so the next TLS
+        handshake loads the new ones."""
+        if self._certificate is None:
+            return None
+        state = _file_states(self._certificate)
+        if state != self._certificate_state:
+            with self._credentials_lock:
+                if state != self._certificate_state:
+                    logger.info(
+                        "provider %s: the client certificate files changed; new connections present the new one",
+                        self.settings.provider_name,
+                    )
+                    self._certificate_state = state
+                    self._session.close()  # its adapters stay usable: they open new pools
+        return self._certificate
+
     # -- discovery (issuer instead of token_url) ------------------------------------------------
 
     def _discover(self) -> requests.PreparedRequest:
@@ -282,7 +308,7 @@ class TokenClient:
         with self._credentials_lock:
             if self._prepared is None:
                 try:
-                    endpoint = token_endpoint_of(document, issuer, mtls=False)
+                    endpoint = token_endpoint_of(document, issuer, mtls=self.settings.uses_mtls)
                     _check_http_url(endpoint, allow_insecure_http=self.settings.allow_insecure_http)
                 except ValueError as exc:
                     raise self._failure(
@@ -316,7 +342,7 @@ class TokenClient:
             if document is None:
                 raise self._failure(f"discovery endpoint {url} sent no JSON object", retryable=False)
             try:
-                token_endpoint_of(document, issuer, mtls=False)
+                token_endpoint_of(document, issuer, mtls=self.settings.uses_mtls)
             except ValueError as exc:
                 raise self._failure(f"discovery document {url} was refused: {exc}", retryable=False) from None
             return document
@@ -374,7 +400,7 @@ class TokenClient:
             assertion = read_credential_file(path)
         except OSError as exc:
             raise self._failure(
-                f"field 'client_assertion_path' {exc}; no token request was sent", retryable=False
+                f"field 'client_assertion_path' {exc} ('{path}'); no token request was sent", retryable=False
             ) from None
         left = jwt_lifetime(assertion, time.time())
         if left is not None and left <= 0:
@@ -459,6 +485,8 @@ class TokenClient:
                 ("client_assertion_type", CLIENT_ASSERTION_TYPE),
                 ("client_assertion", self._client_assertion()),
             ]
+        elif s.uses_mtls:  # RFC 8705 §2: the client is named; the handshake authenticated it
+            params.append(("client_id", s.client_id))
         elif s.token_endpoint_auth_method == "client_assertion":
             params += [
                 ("client_id", s.client_id),
@@ -544,6 +572,8 @@ class TokenClient:
         s = self.settings
         if s.token_endpoint_auth_method == "private_key_jwt":
             return "; check client_id, the private key, key_id, signing_algorithm, token_endpoint_auth_method"
+        if s.uses_mtls:
+            return "; check client_id and that the certificate in client_certificate_path is the one registered for it"
         if s.token_endpoint_auth_method == "client_assertion":
             return (
                 "; check client_id and that the identity provider trusts the issuer and subject of "
@@ -819,9 +849,16 @@ class _TrackedHTTPSPool(HTTPSConnectionPool):
 
 
 class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, with pools that tell the running ``_Deadline`` which connection it uses."""
+    """requests' adapter, with pools that tell the running ``_Deadline`` which connection it uses,
+    and the password of the client certificate's key (requests has no parameter for it)."""
+
+    def __init__(self, key_password: str | None = None) -> None:
+        self._key_password = key_password
+        super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._key_password is not None:
+            kwargs["key_password"] = self._key_password
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
 
@@ -847,13 +884,35 @@ def _environment_settings(url: str, verify: bool | str) -> tuple[dict[str, str],
     return proxies, verify
 
 
-def _session_with_deadlines() -> requests.Session:
+def _session_with_deadlines(key_password: str | None = None) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # read once by _environment_settings
-    adapter = _DeadlineAdapter()
+    adapter = _DeadlineAdapter(key_password)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def _key_password(settings: ProviderSettings) -> str | None:
+    """The client key's password in clear, for the TLS layer only; "" rather than None for an
+    mTLS client, since OpenSSL would otherwise ask for a password on the terminal."""
+    if not settings.uses_mtls:
+        return None
+    return settings.client_key_password.get_secret_value() if settings.client_key_password else ""
+
+
+def _file_states(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
+    """Inode, size and modification time of each file (symlinks followed, as a mounted secret's are);
+    zeros for a file that cannot be read now (the request then reports it)."""
+    states = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except (OSError, ValueError):
+            states.append((0, 0, 0))
+        else:
+            states.append((info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(states)
 
 
 def _basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:

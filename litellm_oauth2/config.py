@@ -21,6 +21,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "ProviderSettings",
     "RedisCacheSettings",
     "RetrySettings",
+    "check_certificate_pair",
     "config_path",
     "load_config",
     "read_credential_file",
@@ -82,7 +84,16 @@ _PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _API_VERSION = re.compile(r"^(v1|preview|latest|\d{4}-\d{2}-\d{2}(-preview)?)\Z")
 
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "client_assertion"]
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "client_assertion",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+]
+# RFC 8705 §2: the client authenticates with its TLS client certificate.
+MTLS_METHODS = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
 # Largest credential file read (a client secret, a federated assertion): a mounted secret is small.
 MAX_CREDENTIAL_FILE_BYTES = 64 * 1024
 ApiStyle = Literal["openai", "azure", "anthropic"]
@@ -189,6 +200,12 @@ class ProviderSettings(BaseModel):
     extra_token_params: dict[str, str] = Field(default_factory=dict)
     private_key: SecretStr | None = None
     private_key_path: str | None = None
+    client_certificate_path: str | None = None
+    client_key_path: str | None = None
+    client_key_password: SecretStr | None = None
+    gateway_client_certificate_path: str | None = None
+    gateway_client_key_path: str | None = None
+    gateway_client_key_password: SecretStr | None = None
     token_endpoint_auth_method: Annotated[AuthMethod, Field(validate_default=True)] = "client_secret_basic"
     basic_auth_encoding: Literal["rfc6749", "raw"] = "rfc6749"
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
@@ -264,7 +281,17 @@ class ProviderSettings(BaseModel):
         except OSError as exc:
             raise _FieldError("client_secret_path", str(exc)) from None
 
-    @field_validator("audience", "key_id", "private_key_path", "client_secret_path", "client_assertion_path")
+    @field_validator(
+        "audience",
+        "key_id",
+        "private_key_path",
+        "client_secret_path",
+        "client_assertion_path",
+        "client_certificate_path",
+        "client_key_path",
+        "gateway_client_certificate_path",
+        "gateway_client_key_path",
+    )
     @classmethod
     def _non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
@@ -345,7 +372,11 @@ class ProviderSettings(BaseModel):
             raise _FieldError(
                 "client_assertion_path", 'applies to token_endpoint_auth_method "client_assertion" only'
             )
-        if method == "client_assertion":
+        _check_certificate_fields(data, "client_", method in MTLS_METHODS)
+        _check_certificate_fields(data, "gateway_client_", False)
+        if method in MTLS_METHODS:
+            pass  # the certificate is the credential: checked above
+        elif method == "client_assertion":
             if "client_assertion_path" in data and data["client_assertion_path"] is None:
                 raise _FieldError(
                     "client_assertion_path",
@@ -390,6 +421,9 @@ class ProviderSettings(BaseModel):
             _digest(self.client_secret),
             _digest(self.private_key) or self.private_key_path,
             self.client_assertion_path,
+            self.client_certificate_path,
+            self.client_key_path,
+            _digest(self.client_key_password),
             self.token_endpoint_auth_method,
             self.basic_auth_encoding,
             self.signing_algorithm,
@@ -401,6 +435,23 @@ class ProviderSettings(BaseModel):
             self.default_expires_in,
         ]
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+    @property
+    def uses_mtls(self) -> bool:
+        """Whether the client authenticates to the token endpoint with its certificate (RFC 8705 §2)."""
+        return self.token_endpoint_auth_method in MTLS_METHODS
+
+    @property
+    def gateway_certificate(self) -> tuple[str, str, SecretStr | None] | None:
+        """Certificate file, key file and key password presented to the gateway: its own, else the
+        token endpoint's when the method is mTLS (certificate-bound tokens need the same one), else none."""
+        if self.gateway_client_certificate_path is not None:
+            key = self.gateway_client_key_path or self.gateway_client_certificate_path
+            return self.gateway_client_certificate_path, key, self.gateway_client_key_password
+        if self.uses_mtls and self.client_certificate_path is not None:
+            key = self.client_key_path or self.client_certificate_path
+            return self.client_certificate_path, key, self.client_key_password
+        return None
 
     @property
     def azure_api_version(self) -> str:
@@ -437,23 +488,105 @@ def read_credential_file(path: str) -> str:
 
     Raises:
         OSError: the file cannot be read, is larger than ``MAX_CREDENTIAL_FILE_BYTES``, is not
-            UTF-8 or is empty; the message names the file and the reason, never the content.
+            UTF-8 or is empty; the message gives the reason, never the path (a configured value)
+            or the content.
     """
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_CREDENTIAL_FILE_BYTES + 1)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise OSError(f"names a file that cannot be read ('{path}': {reason})") from None
+        raise OSError(f"names a file that cannot be read ({reason})") from None
     if len(raw) > MAX_CREDENTIAL_FILE_BYTES:
-        raise OSError(f"names a file larger than {MAX_CREDENTIAL_FILE_BYTES} bytes ('{path}')")
+        raise OSError(f"names a file larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")
     try:
         text = raw.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
-        raise OSError(f"names a file that is not UTF-8 text ('{path}')") from None
+        raise OSError("names a file that is not UTF-8 text") from None
     if not text:
-        raise OSError(f"names an empty file ('{path}')")
+        raise OSError("names an empty file")
     return text
+
+
+def _check_certificate_fields(data: Mapping[str, Any], prefix: str, required: bool) -> None:
+    """The ``{prefix}certificate_path``/``key_path``/``key_password`` trio: present when ``required``,
+    readable, and a key that matches the certificate. Raises ``_FieldError`` naming the field and file."""
+    cert_field, key_field, password_field = (
+        f"{prefix}{name}" for name in ("certificate_path", "key_path", "key_password")
+    )
+    if any(field not in data for field in (cert_field, key_field, password_field)):
+        return  # one of them was invalid itself and is blamed already
+    certificate, key, password = data[cert_field], data[key_field], data[password_field]
+    if certificate is None:
+        if required:
+            raise _FieldError(
+                cert_field, "is required for tls_client_auth and self_signed_tls_client_auth", missing=True
+            )
+        if key is not None or password is not None:
+            raise _FieldError(
+                cert_field, f"is required when {key_field} or {password_field} is set", missing=True
+            )
+        return
+    try:
+        check_certificate_pair(certificate, key, password)
+    except _CertificateProblem as exc:
+        field = {"certificate": cert_field, "key": key_field, "password": password_field}[exc.part]
+        raise _FieldError(field, str(exc)) from None
+
+
+class _CertificateProblem(ValueError):
+    """Why a certificate and key cannot be used; ``part`` says which field is to blame."""
+
+    def __init__(self, part: Literal["certificate", "key", "password"], message: str) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+def check_certificate_pair(certificate: str, key: str | None, password: SecretStr | None) -> None:
+    """Load the certificate and key as a TLS client would, so a bad pair fails at load, not mid-call.
+
+    Raises:
+        ValueError: a file cannot be read, holds no PEM certificate or key, the key does not
+            match the certificate, or the password does not decrypt it; the message never holds a
+            path (a configured value) or a file's content.
+    """
+    texts: dict[str, str] = {}
+    parts: tuple[tuple[Literal["certificate", "key"], str], ...] = (
+        ("certificate", certificate),
+        ("key", key or certificate),
+    )
+    for part, path in parts:
+        try:
+            with open(path, "rb") as handle:
+                texts[part] = handle.read(MAX_CONFIG_BYTES).decode("ascii", "replace")
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise _CertificateProblem(part, f"names a file that cannot be read ({reason})") from None
+    if "-----BEGIN CERTIFICATE-----" not in texts["certificate"]:
+        raise _CertificateProblem("certificate", "names a file with no PEM certificate")
+    if "PRIVATE KEY-----" not in texts["key"]:
+        raise _CertificateProblem("key", "names a file with no PEM private key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # b"" rather than None: OpenSSL would ask for a missing password on the terminal.
+        context.load_cert_chain(certificate, key, (password.get_secret_value() if password else "").encode())
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise _CertificateProblem(
+                "key",
+                "names a key that does not match the certificate",
+            ) from None
+        if "ENCRYPTED" in texts["key"]:
+            raise _CertificateProblem(
+                "password",
+                "does not decrypt the key" if password else "is required: the key is encrypted",
+            ) from None
+        raise _CertificateProblem(
+            "key",
+            f"cannot be loaded with the certificate ({exc.reason or 'PEM'})",
+        ) from None
+    except OSError as exc:
+        raise _CertificateProblem("certificate", f"cannot be loaded ({exc.strerror})") from None
 
 
 def _digest(secret: SecretStr | None) -> str | None:

@@ -14,6 +14,7 @@ import binascii
 import hmac
 import math
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, _Handler, json_response, media_type
+from ._tls import thumbprint
 
 __all__ = [
     "FEDERATED_AUDIENCE",
@@ -182,6 +184,8 @@ class _Client:
     refresh_token: str | None
     rotate_refresh_token: bool
     federated_subject: str | None = None
+    certificate_subject: str | None = None  # tls_client_auth: the CN its CA-issued certificate must have
+    certificate_der: bytes | None = None  # self_signed_tls_client_auth: the registered certificate
 
 
 def _number(value: float) -> int | float:
@@ -227,10 +231,12 @@ class TokenServer(LoopbackServer):
         issuer: str | None = None,
         key_type: str = "RSA",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if key_type not in KEY_TYPES:
             raise ValueError(f"key_type must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
         super().__init__(port=port)
+        self.tls = tls
         self.token_lifetime = token_lifetime
         """Seconds; returned as ``expires_in`` and used for ``exp``. May be changed at any time."""
         self.exp_lifetime: float | None = None
@@ -298,6 +304,8 @@ class TokenServer(LoopbackServer):
             "token_endpoint": self.token_url,
             "jwks_uri": self.jwks_url,
         }
+        if self.tls is not None:  # RFC 8705 §5: where mTLS clients go (here, the same endpoint)
+            document["mtls_endpoint_aliases"] = {"token_endpoint": self.token_url}
         return {**document, **self.metadata_overrides}
 
     # -- configuration -----------------------------------------------------------------------
@@ -312,9 +320,14 @@ class TokenServer(LoopbackServer):
         refresh_token: str | None = None,
         rotate_refresh_token: bool = False,
         federated_subject: str | None = None,
+        certificate_subject: str | None = None,
+        certificate_pem: bytes | None = None,
     ) -> None:
         """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt,
-        ``federated_subject`` client assertions from the trusted platform (``federated_assertion``)."""
+        ``federated_subject`` client assertions from the trusted platform (``federated_assertion``),
+        ``certificate_subject`` ``tls_client_auth`` with a certificate of the server's CA for that
+        CN, ``certificate_pem`` ``self_signed_tls_client_auth`` with that certificate (which the
+        server's ``tls`` context then trusts)."""
         public_key = None
         if public_key_pem is not None:
             _require_jwt_extra("a private_key_jwt client (public_key_pem)")
@@ -335,7 +348,13 @@ class TokenServer(LoopbackServer):
             refresh_token,
             rotate_refresh_token,
             federated_subject,
+            certificate_subject,
+            None if certificate_pem is None else ssl.PEM_cert_to_DER_cert(certificate_pem.decode()),
         )
+        if certificate_pem is not None:
+            if self.tls is None:
+                raise ValueError("a self-signed client certificate needs TokenServer(tls=...)")
+            self.tls.load_verify_locations(cadata=certificate_pem.decode())
         with self._lock:
             self._clients[client_id] = client
 
@@ -556,10 +575,11 @@ class TokenServer(LoopbackServer):
         grant_type = params.get("grant_type")
         if not grant_type:
             raise _OAuthError(400, "invalid_request", "missing grant_type")
+        resources, certificate = request.form.get("resource", []), request.client_certificate
         if grant_type == "client_credentials":
-            return self._token_response(client, params, request.form.get("resource", []))
+            return self._token_response(client, params, resources, certificate=certificate)
         if grant_type == "refresh_token":
-            return self._token_response(client, params, request.form.get("resource", []), refresh=True)
+            return self._token_response(client, params, resources, refresh=True, certificate=certificate)
         raise _OAuthError(400, "unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     # -- client authentication -----------------------------------------------------------------
@@ -579,6 +599,8 @@ class TokenServer(LoopbackServer):
             client = self._secret_client(params.get("client_id", ""), params["client_secret"])
         elif assertion:
             client = self._assertion_client(params)
+        elif request.client_certificate is not None:
+            client = self._certificate_client(params.get("client_id", ""), request.client_certificate)
         if client is None or params.get("client_id", client.client_id) != client.client_id:
             raise _OAuthError(401, "invalid_client", "client authentication failed", challenge)
         return client
@@ -643,6 +665,19 @@ class TokenServer(LoopbackServer):
             raise _OAuthError(400, "invalid_client", "client_assertion jti was already used")
         return client
 
+    def _certificate_client(self, client_id: str, der: bytes) -> _Client | None:
+        """RFC 8705 §2: the TLS handshake checked the certificate; it must be the client's own
+        (``tls_client_auth``: the registered CN; ``self_signed_tls_client_auth``: the registered one)."""
+        with self._lock:
+            client = self._clients.get(client_id)
+        if client is None:
+            return None
+        if client.certificate_der is not None:
+            return client if hmac.compare_digest(client.certificate_der, der) else None
+        if client.certificate_subject is not None:
+            return client if _common_name(der) == client.certificate_subject else None
+        return None
+
     def _federated_client(self, client: _Client, assertion: str) -> _Client | None:
         """RFC 7521 §4.2 with a federated credential: the platform's signature and ``exp``, its
         issuer, the client's subject, an audience meant for this server. Reusable until it expires."""
@@ -660,7 +695,13 @@ class TokenServer(LoopbackServer):
     # -- issuing -------------------------------------------------------------------------------
 
     def _token_response(
-        self, client: _Client, params: dict[str, str], resources: list[str], *, refresh: bool = False
+        self,
+        client: _Client,
+        params: dict[str, str],
+        resources: list[str],
+        *,
+        refresh: bool = False,
+        certificate: bytes | None = None,
     ) -> Response:
         scopes = list(dict.fromkeys(params.get("scope", "").split()))
         if client.allowed_scopes is not None and not set(scopes) <= client.allowed_scopes:
@@ -673,7 +714,7 @@ class TokenServer(LoopbackServer):
         audience: str | list[str] = (
             params.get("audience") or (resources[0] if len(resources) == 1 else resources) or DEFAULT_AUDIENCE
         )
-        payload = self._token_payload(client.client_id, " ".join(scopes), audience)
+        payload = self._token_payload(client.client_id, " ".join(scopes), audience, certificate)
         if new_refresh_token is not None:
             payload["refresh_token"] = new_refresh_token
         return json_response(200, payload, _NO_STORE)
@@ -689,7 +730,11 @@ class TokenServer(LoopbackServer):
             client.refresh_token = secrets.token_urlsafe(32)
             return client.refresh_token
 
-    def _token_payload(self, client_id: str, scope: str, audience: str | list[str]) -> dict[str, Any]:
+    def _token_payload(
+        self, client_id: str, scope: str, audience: str | list[str], certificate: bytes | None = None
+    ) -> dict[str, Any]:
+        """The token response; a request over mutual TLS gets a token bound to its certificate
+        (RFC 8705 §3: ``cnf.x5t#S256``), which a gateway checks against the one presented to it."""
         now = time.time()
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -704,6 +749,8 @@ class TokenServer(LoopbackServer):
         }
         if scope:
             claims["scope"] = scope
+        if certificate is not None:
+            claims["cnf"] = {"x5t#S256": thumbprint(certificate)}
         token = self._sign(claims)
         with self._lock:
             self._issued.append(token)
@@ -770,6 +817,15 @@ class TokenServer(LoopbackServer):
         else:  # "no_expires_in": the JWT still carries exp
             del payload["expires_in"]
         return json_response(200, payload, _NO_STORE)
+
+
+def _common_name(der: bytes) -> str | None:
+    """The subject CN of a DER certificate (needs ``cryptography``, as TLS client certificates do)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def _asymmetric_key(key_type: str) -> tuple[Any, str, dict[str, Any]]:
