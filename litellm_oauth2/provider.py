@@ -296,19 +296,16 @@ class OAuth2Provider(CustomLLM):
 
     def _build(self, where: Target, *, is_async: bool) -> Any:
         verify = self.settings.verify if "verify" in self.settings.model_fields_set else None
+        certificate = self._gateway_certificate()
+        http: Any = (
+            _compat.async_http_client(verify, self._auth, FOLLOW_REDIRECTS, certificate)
+            if is_async
+            else _compat.sync_http_client(verify, self._auth, FOLLOW_REDIRECTS, certificate)
+        )
         if where.client_kind == "http":
             if is_async:
-                return _compat.async_litellm_http_handler(
-                    _compat.async_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-                )
-            return _compat.sync_litellm_http_handler(
-                _compat.sync_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-            )
-        http: Any = (
-            _compat.async_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-            if is_async
-            else _compat.sync_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-        )
+                return _compat.async_litellm_http_handler(http)
+            return _compat.sync_litellm_http_handler(http)
         if where.client_kind == "azure":
             azure = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
             return azure(
@@ -320,6 +317,14 @@ class OAuth2Provider(CustomLLM):
             )
         plain = openai.AsyncOpenAI if is_async else openai.OpenAI
         return plain(api_key=API_KEY_PLACEHOLDER, base_url=where.api_base, http_client=http, max_retries=0)
+
+    def _gateway_certificate(self) -> _compat.ClientCertificate | None:
+        """The client certificate for the gateway (mutual TLS), its password in clear for the TLS layer."""
+        chosen = self.settings.gateway_certificate
+        if chosen is None:
+            return None
+        certificate_file, key_file, password = chosen
+        return certificate_file, key_file, None if password is None else password.get_secret_value()
 
     def close(self) -> None:
         with self._clients_lock:

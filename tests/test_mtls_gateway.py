@@ -1,0 +1,200 @@
+"""Mutual TLS towards the gateway, on every call path, with certificate-bound tokens (RFC 8705 §3).
+
+The token server and the gateway serve real TLS with certificates of a private CA made by the
+test; the gateway requires a client certificate in the handshake and accepts a token only when
+its ``cnf.x5t#S256`` is the certificate presented. Real LiteLLM calls: sync, async on both
+transports, streaming, embeddings, the Router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import litellm
+import pytest
+from helpers import SECRET, config_of, provider_dict
+
+from litellm_oauth2 import OAuth2Handler
+from litellm_oauth2.testing import OpenAIUpstream, TokenServer
+from litellm_oauth2.testing._tls import CertificateFiles, PrivateCA
+
+CLIENT = "mtls-client"
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def _reply(response: Any) -> str:
+    return str(response.choices[0].message.content)
+
+
+async def _astream() -> str:
+    stream = await litellm.acompletion(model="gw/chat", messages=MESSAGES, stream=True)
+    return "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+
+
+def _router_call() -> str:
+    router = litellm.Router(model_list=[{"model_name": "chat", "litellm_params": {"model": "gw/chat"}}])
+    return _reply(router.completion(model="chat", messages=MESSAGES))
+
+
+def _arouter_call() -> str:
+    router = litellm.Router(model_list=[{"model_name": "chat", "litellm_params": {"model": "gw/chat"}}])
+    return _reply(asyncio.run(router.acompletion(model="chat", messages=MESSAGES)))
+
+
+CALLS: dict[str, Callable[[], Any]] = {
+    "completion": lambda: _reply(litellm.completion(model="gw/chat", messages=MESSAGES)),
+    "completion stream": lambda: "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in litellm.completion(model="gw/chat", messages=MESSAGES, stream=True)
+    ),
+    "acompletion": lambda: _reply(asyncio.run(litellm.acompletion(model="gw/chat", messages=MESSAGES))),
+    "acompletion stream": lambda: asyncio.run(_astream()),
+    "embedding": lambda: len(litellm.embedding(model="gw/embed", input=["a", "b"]).data),
+    "aembedding": lambda: len(asyncio.run(litellm.aembedding(model="gw/embed", input=["a"])).data),
+    "router": _router_call,
+    "arouter": _arouter_call,
+}
+ASYNC_CALLS = {"acompletion", "acompletion stream", "aembedding", "arouter"}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_litellm() -> None:
+    litellm.suppress_debug_info = True
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> PrivateCA:
+    return PrivateCA(tmp_path / "pki")
+
+
+@pytest.fixture
+def certificate(ca: PrivateCA) -> CertificateFiles:
+    return ca.issue(CLIENT)
+
+
+@pytest.fixture
+def tokens(ca: PrivateCA) -> Iterator[TokenServer]:
+    with TokenServer(key_type="HS256", tls=ca.server_context()) as server:
+        server.add_client(CLIENT, certificate_subject=CLIENT)
+        server.add_client("test-client", SECRET)
+        yield server
+
+
+@pytest.fixture
+def gateway(tokens: TokenServer, ca: PrivateCA) -> Iterator[OpenAIUpstream]:
+    upstream = OpenAIUpstream(tokens)
+    upstream.tls = ca.server_context(require_client_certificate=True)
+    upstream.certificate_bound = True
+    with upstream:
+        yield upstream
+
+
+def _mtls_provider(
+    tokens: TokenServer,
+    gateway: OpenAIUpstream,
+    ca: PrivateCA,
+    certificate: CertificateFiles,
+    **overrides: Any,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "client_id": CLIENT,
+        "client_secret": None,
+        "token_endpoint_auth_method": "tls_client_auth",
+        "client_certificate_path": str(certificate.certificate_path),
+        "client_key_path": str(certificate.key_path),
+        "verify": str(ca.ca_path),
+        "api_base": gateway.base_url,
+    }
+    return provider_dict(tokens.token_url, **{**fields, **overrides})
+
+
+def _use_transport(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    monkeypatch.delenv("DISABLE_AIOHTTP_TRANSPORT", raising=False)
+    monkeypatch.setattr(litellm, "disable_aiohttp_transport", transport == "httpx")
+
+
+PATHS = [(path, "aiohttp") for path in CALLS] + [(path, "httpx") for path in sorted(ASYNC_CALLS)]
+
+
+@pytest.mark.parametrize(("path", "transport"), PATHS)
+def test_every_call_path_presents_the_certificate_its_token_is_bound_to(
+    tokens: TokenServer,
+    gateway: OpenAIUpstream,
+    ca: PrivateCA,
+    certificate: CertificateFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    transport: str,
+) -> None:
+    _use_transport(monkeypatch, transport)
+    handler = OAuth2Handler(config=config_of({"gw": _mtls_provider(tokens, gateway, ca, certificate)}))
+    try:
+        result = CALLS[path]()
+    finally:
+        handler.close()
+    assert result in (1, 2) or "Hello from upstream" in result
+    assert gateway.requests >= 1 and gateway.unauthorized_requests == 0
+    assert all(request.client_certificate == certificate.der for request in gateway.recorded)
+    assert tokens.token_requests == 1
+
+
+def test_a_token_bound_to_another_certificate_is_refused(
+    tokens: TokenServer, gateway: OpenAIUpstream, ca: PrivateCA, certificate: CertificateFiles
+) -> None:
+    other = ca.issue("another-workload")
+    settings = _mtls_provider(
+        tokens,
+        gateway,
+        ca,
+        certificate,
+        gateway_client_certificate_path=str(other.certificate_path),
+        gateway_client_key_path=str(other.key_path),
+    )
+    handler = OAuth2Handler(config=config_of({"gw": settings}))
+    try:
+        with pytest.raises(litellm.AuthenticationError):
+            CALLS["completion"]()
+    finally:
+        handler.close()
+    assert gateway.authorized_requests == 0 and gateway.unauthorized_requests >= 1
+    assert {request.client_certificate for request in gateway.recorded} == {other.der}
+
+
+def test_a_gateway_certificate_with_a_client_secret_towards_the_token_endpoint(
+    tokens: TokenServer, ca: PrivateCA, certificate: CertificateFiles
+) -> None:
+    upstream = OpenAIUpstream(tokens)
+    upstream.tls = ca.server_context(require_client_certificate=True)
+    settings = provider_dict(
+        tokens.token_url,
+        verify=str(ca.ca_path),
+        api_base="",
+        gateway_client_certificate_path=str(certificate.certificate_path),
+        gateway_client_key_path=str(certificate.key_path),
+    )
+    with upstream:
+        settings["api_base"] = upstream.base_url
+        handler = OAuth2Handler(config=config_of({"gw": settings}))
+        try:
+            assert "Hello from upstream" in CALLS["acompletion"]()
+            assert "Hello from upstream" in CALLS["completion"]()
+        finally:
+            handler.close()
+        assert [request.client_certificate for request in upstream.recorded] == [certificate.der] * 2
+    assert tokens.requests[0].client_certificate is None  # the token endpoint got the secret only
+
+
+def test_without_a_client_certificate_the_gateway_refuses_the_handshake(
+    tokens: TokenServer, gateway: OpenAIUpstream, ca: PrivateCA
+) -> None:
+    settings = provider_dict(tokens.token_url, verify=str(ca.ca_path), api_base=gateway.base_url)
+    handler = OAuth2Handler(config=config_of({"gw": settings}))
+    try:
+        with pytest.raises(Exception, match="Connection error"):  # LiteLLM's class varies by path
+            CALLS["completion"]()
+    finally:
+        handler.close()
+    assert gateway.requests == 0
