@@ -9,6 +9,8 @@ transports, streaming, embeddings, the Router.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,47 @@ def test_without_a_client_certificate_the_gateway_refuses_the_handshake(
     finally:
         handler.close()
     assert gateway.requests == 0
+
+
+def test_check_shows_the_credential_and_its_files_never_their_content(
+    tokens: TokenServer,
+    gateway: OpenAIUpstream,
+    ca: PrivateCA,
+    certificate: CertificateFiles,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from litellm_oauth2.cli import main
+
+    tokens.add_client("workload", federated_subject="system:serviceaccount:llm:app")
+    assertion = tmp_path / "assertion"
+    assertion.write_text(tokens.federated_assertion("system:serviceaccount:llm:app", lifetime=-60))
+    providers = {
+        "gw": _mtls_provider(tokens, gateway, ca, certificate),
+        "federated": provider_dict(
+            tokens.token_url,
+            client_id="workload",
+            client_secret=None,
+            token_endpoint_auth_method="client_assertion",
+            client_assertion_path=str(assertion),
+            verify=str(ca.ca_path),
+        ),
+    }
+    config = tmp_path / "litellm_config.json"
+    config.write_text(json.dumps({"oauth2_providers": providers}))
+    assert main(["check", "--config", str(config)]) == 1  # the expired assertion
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:4]}
+    assert "mTLS certificate" in rows["gw"] and " ok " in rows["gw"] and "200" in rows["gw"]
+    assert "federated assertion" in rows["federated"] and " ok " not in rows["federated"]
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    assert f"gw: client_certificate_path {certificate.certificate_path}: valid until {expiry:%Y-%m-%d}" in out
+    assert f"gw: client_key_path {certificate.key_path}: readable" in out
+    assert f"federated: client_assertion_path {assertion}: EXPIRED at " in out
+    assert "BEGIN" not in out and assertion.read_text() not in out
+    assert gateway.recorded[-1].client_certificate == certificate.der
+    assert main(["check", "--json", "--config", str(config), "--provider", "gw"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["providers"]
+    assert row["credential"] == "mTLS certificate"
+    assert [f["field"] for f in row["files"]] == ["client_certificate_path", "client_key_path", "verify"]
