@@ -165,6 +165,16 @@ class RedisCacheSettings(BaseModel):
     url: SecretStr
     key_prefix: str = "litellm_oauth2:"
     encryption: bool = True
+    # Required with encryption when a provider holds no stable secret (client_assertion): the
+    # token-sealing key is derived from it instead of from a provider's credential.
+    encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. the output of: openssl rand -base64 32)")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -462,6 +472,38 @@ class ProviderSettings(BaseModel):
         """The extra request headers in clear, for the outgoing LLM request only."""
         return {name: value.get_secret_value() for name, value in self.headers.items()}
 
+    def sealing_material(self) -> bytes:
+        """The secret this provider's tokens are sealed under in Redis: the client secret, the
+        private key (private_key_jwt), or the client certificate's key file and its password (mTLS).
+
+        Raises:
+            OAuth2ConfigurationError: a key file cannot be read; for client_assertion, always (it
+                holds no stable secret: the cache's ``encryption_key`` is required instead).
+        """
+        if self.token_endpoint_auth_method == "private_key_jwt":
+            return self.read_private_key()
+        if self.uses_mtls:
+            path = self.client_key_path or self.client_certificate_path
+            try:
+                material = Path(path or "").read_bytes()
+            except OSError as exc:
+                raise OAuth2ConfigurationError(
+                    f"provider '{self.provider_name}': field 'client_key_path' names a file that cannot "
+                    f"be read ({exc.strerror})",
+                    provider=self.provider_name,
+                    field="client_key_path",
+                ) from None
+            password = self.client_key_password.get_secret_value() if self.client_key_password else ""
+            return material + b"\0" + password.encode()
+        if self.token_endpoint_auth_method == "client_assertion":
+            raise OAuth2ConfigurationError(
+                f"provider '{self.provider_name}': client_assertion holds no stable secret to seal "
+                "tokens in Redis with; set the cache's encryption_key",
+                provider=self.provider_name,
+                field="cache.encryption_key",
+            )
+        return (self.client_secret or SecretStr("")).get_secret_value().encode()
+
     def read_private_key(self) -> bytes:
         """The PEM of the private_key_jwt signing key, from the field or the file."""
         if self.private_key is not None:
@@ -655,6 +697,18 @@ class OAuth2Config(BaseModel):
                 if provider is not None:
                     providers[name] = provider
         cache = _validate_cache(data.get("cache", {"type": "memory"}), source, problems)
+        if isinstance(cache, RedisCacheSettings) and cache.encryption and cache.encryption_key is None:
+            for name, provider in providers.items():
+                if provider.token_endpoint_auth_method == "client_assertion":
+                    problems.add(
+                        OAuth2ConfigurationError(
+                            f"{source}: cache: field 'encryption_key' is required: provider '{name}' uses "
+                            "client_assertion, which holds no stable secret to derive the Redis "
+                            'encryption key from (or set "encryption": false)',
+                            provider=name,
+                            field="cache.encryption_key",
+                        )
+                    )
         if problems.found:
             raise _combined_error(problems.found, source)
         assert cache is not None  # no problem found, so the cache validated
