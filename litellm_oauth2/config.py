@@ -384,9 +384,8 @@ class ProviderSettings(BaseModel):
             )
         _check_certificate_fields(data, "client_", method in MTLS_METHODS)
         _check_certificate_fields(data, "gateway_client_", False)
-        if method in MTLS_METHODS:
-            pass  # the certificate is the credential: checked above
-        elif method == "client_assertion":
+        # Under mTLS the certificate is the credential, checked above.
+        if method == "client_assertion":
             if "client_assertion_path" in data and data["client_assertion_path"] is None:
                 raise _FieldError(
                     "client_assertion_path",
@@ -399,7 +398,7 @@ class ProviderSettings(BaseModel):
                 raise _FieldError(
                     "private_key", "private_key_jwt needs exactly one of private_key or private_key_path"
                 )
-        elif "client_secret" in data:
+        elif "client_secret" in data and method not in MTLS_METHODS:
             secret = data["client_secret"]
             if secret is None or not secret.get_secret_value():
                 raise _FieldError(

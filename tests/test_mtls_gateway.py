@@ -244,3 +244,62 @@ def test_check_shows_the_credential_and_its_files_never_their_content(
     (row,) = report["providers"]
     assert row["credential"] == "mTLS certificate"
     assert [f["field"] for f in row["files"]] == ["client_certificate_path", "client_key_path", "verify"]
+
+
+def test_the_proxy_presents_the_certificate_on_chat_streaming_and_embeddings(
+    tokens: TokenServer, gateway: OpenAIUpstream, ca: PrivateCA, certificate: CertificateFiles, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import requests
+    import yaml
+    from test_proxy import MASTER_KEY, Proxy, free_port, stop, wait_until_live
+
+    oauth2 = {"oauth2_providers": {"gw": _mtls_provider(tokens, gateway, ca, certificate)}}
+    (tmp_path / "litellm_config.json").write_text(json.dumps(oauth2))
+    proxy_config = {
+        "model_list": [
+            {"model_name": "chat", "litellm_params": {"model": "gw/chat-model"}},
+            {"model_name": "embed", "litellm_params": {"model": "gw/embedding-model"}},
+        ],
+        "litellm_settings": {"callbacks": ["litellm_oauth2.proxy_handler"]},
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(proxy_config))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LITELLM_OAUTH2_")}
+    env.update(
+        LITELLM_OAUTH2_CONFIG=str(tmp_path / "litellm_config.json"),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        PYTHONUNBUFFERED="1",
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(tmp_path / "proxy.yaml")]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    stdout_path, stderr_path = tmp_path / "proxy.stdout", tmp_path / "proxy.stderr"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    proxy = Proxy(f"http://127.0.0.1:{port}", process, stdout_path, stderr_path, tokens, gateway)
+    try:
+        wait_until_live(proxy)
+        chat = {"model": "chat", "messages": MESSAGES}
+        assert proxy.post("/v1/chat/completions", chat).status_code == 200, proxy.stderr_tail()
+        streamed = proxy.post("/v1/chat/completions", {**chat, "stream": True})
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+        embedded = proxy.post("/v1/embeddings", {"model": "embed", "input": ["a"]})
+        assert embedded.status_code == 200, embedded.text
+    except requests.RequestException:
+        pytest.fail(f"the proxy did not answer; stderr tail:\n{proxy.stderr_tail()}")
+    finally:
+        stop(process)
+    assert gateway.requests == 3 and gateway.unauthorized_requests == 0
+    assert all(request.client_certificate == certificate.der for request in gateway.recorded)
