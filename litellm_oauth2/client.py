@@ -35,6 +35,7 @@ from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, s
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 
 from ._discovery import METADATA, metadata_urls, token_endpoint_of
+from ._files import FileStates, file_states
 from ._fork import reset_in_forked_child
 from .config import ProviderSettings, _check_http_url, read_credential_file
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
@@ -118,11 +119,11 @@ class TokenClient:
         # RFC 8705 §2: the certificate is the credential. Its files are watched (a changed file
         # drops the pooled connections, so the next handshake presents the new certificate).
         self._certificate: tuple[str, str] | None = None
-        self._certificate_state: tuple[tuple[int, int, int], ...] = ()
+        self._certificate_state: FileStates = ()
         if settings.uses_mtls and settings.client_certificate_path is not None:
             key = settings.client_key_path or settings.client_certificate_path
             self._certificate = (settings.client_certificate_path, key)
-            self._certificate_state = _file_states(self._certificate)
+            self._certificate_state = file_states(self._certificate)
         # With an issuer, the token endpoint is known after discovery (the first attempt).
         self._token_url = settings.token_url
         first_url = settings.token_url or settings.issuer or ""
@@ -285,7 +286,7 @@ class TokenClient:
         handshake loads the new ones."""
         if self._certificate is None:
             return None
-        state = _file_states(self._certificate)
+        state = file_states(self._certificate)
         if state != self._certificate_state:
             with self._credentials_lock:
                 if state != self._certificate_state:
@@ -899,20 +900,6 @@ def _key_password(settings: ProviderSettings) -> str | None:
     if not settings.uses_mtls:
         return None
     return settings.client_key_password.get_secret_value() if settings.client_key_password else ""
-
-
-def _file_states(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
-    """Inode, size and modification time of each file (symlinks followed, as a mounted secret's are);
-    zeros for a file that cannot be read now (the request then reports it)."""
-    states = []
-    for path in paths:
-        try:
-            info = os.stat(path)
-        except (OSError, ValueError):
-            states.append((0, 0, 0))
-        else:
-            states.append((info.st_ino, info.st_size, info.st_mtime_ns))
-    return tuple(states)
 
 
 def _basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:

@@ -303,3 +303,27 @@ def test_the_proxy_presents_the_certificate_on_chat_streaming_and_embeddings(
         stop(process)
     assert gateway.requests == 3 and gateway.unauthorized_requests == 0
     assert all(request.client_certificate == certificate.der for request in gateway.recorded)
+
+
+@pytest.mark.parametrize("path", ["completion", "acompletion"])
+def test_a_certificate_renewed_in_place_is_presented_to_the_gateway_and_its_bound_token_follows(
+    tokens: TokenServer,
+    gateway: OpenAIUpstream,
+    ca: PrivateCA,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    _use_transport(monkeypatch, "aiohttp")
+    first = ca.issue(CLIENT, stem="renewed")
+    handler = OAuth2Handler(config=config_of({"gw": _mtls_provider(tokens, gateway, ca, first)}))
+    try:
+        assert "Hello from upstream" in CALLS["completion"]()
+        second = ca.issue(CLIENT, stem="renewed")  # cert-manager renewed it in place
+        assert "Hello from upstream" in CALLS[path]()
+    finally:
+        handler.close()
+    assert gateway.recorded[0].client_certificate == first.der
+    assert gateway.recorded[-1].client_certificate == second.der
+    # The cached token was bound to the old certificate: refused once, then fetched with the new one.
+    assert tokens.token_requests == 2
+    assert [request.client_certificate for request in tokens.requests] == [first.der, second.der]
