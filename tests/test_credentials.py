@@ -264,3 +264,20 @@ def test_exactly_one_of_token_url_and_issuer() -> None:
         with pytest.raises(OAuth2ConfigurationError) as info:
             config_of({"idp_test": settings})
         assert info.value.field == "token_url"
+
+
+def test_the_assertion_never_reaches_logs_or_errors_even_when_echoed(
+    server: TokenServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "token"
+    assertion = server.federated_assertion(SUBJECT)
+    path.write_text(assertion)
+    client = assertion_client(server, path)
+    server.fail_next(status=400, error="invalid_client", error_description=f"bad assertion {assertion}")
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(OAuth2AuthenticationError) as info:
+            client.fetch()
+        client.fetch()
+    assert "bad assertion ***" in info.value.message
+    for text in (caplog.text, str(info.value), repr(info.value), str(info.value.error_description)):
+        assert assertion not in text

@@ -7,6 +7,7 @@ server asks for client certificates in the handshake, authenticates ``tls_client
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,25 @@ def test_discovery_takes_the_mtls_alias_for_an_mtls_client(server: TokenServer, 
     finally:
         METADATA.clear()
     assert server.metadata_requests == 1 and server.token_requests == 1
+
+
+def test_the_key_password_never_reaches_logs_or_errors(
+    server: TokenServer, ca: PrivateCA, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CLIENT_KEY_PASSWORD", KEY_PASSWORD)
+    good = ca.issue(CLIENT, password=KEY_PASSWORD.encode(), stem="good")
+    intruder = ca.issue("intruder", password=KEY_PASSWORD.encode(), stem="intruder")
+    errors = []
+    with caplog.at_level(logging.DEBUG):
+        for certificate in (good, intruder):
+            settings = mtls_settings(
+                server.token_url, ca, certificate, client_key_password="os.environ/CLIENT_KEY_PASSWORD"
+            )
+            client = TokenClient(settings)
+            try:
+                client.fetch()
+            except OAuth2AuthenticationError as exc:
+                errors.append(exc)
+            assert KEY_PASSWORD not in repr(client) + repr(settings) + str(settings.model_dump())
+    assert len(errors) == 1 and errors[0].error == "invalid_client"
+    assert KEY_PASSWORD not in caplog.text + str(errors[0]) + repr(errors[0])
