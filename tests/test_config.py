@@ -1238,6 +1238,9 @@ def sample_env(pem: str) -> dict[str, str]:
         "RESOURCE_GATEWAY_CLIENT_SECRET": "example-resource-secret",
         "MY_PROVIDER_PRIVATE_KEY": pem,
         "REDIS_URL": "rediss://:example-password@redis.example.com:6380/0",
+        "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+        "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token",
+        "TOKEN_CACHE_KEY": "example-token-cache-key-of-32-characters-or-more",
     }
 
 
