@@ -514,9 +514,7 @@ class TokenClient:
             claims, self._signing_key, algorithm=self.settings.signing_algorithm, headers=headers
         )
 
-    def _read_body(
-        self, response: requests.Response, deadline: _Deadline, kind: str = "token", where: str = ""
-    ) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: _Deadline, kind: str, where: str) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:

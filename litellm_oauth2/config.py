@@ -418,7 +418,8 @@ class ProviderSettings(BaseModel):
         request and validation) stay out. Holds no secret and no URL in clear: it names Redis keys.
         """
         identity = [
-            self.token_url or self.issuer,
+            self.token_url,
+            self.issuer,
             self.client_id,
             self.scope,
             self.audience,
@@ -428,6 +429,7 @@ class ProviderSettings(BaseModel):
             # must not share a token: only digests, never the values.
             _digest(self.refresh_token),
             _digest(self.client_secret),
+            self.client_secret_path,
             _digest(self.private_key) or self.private_key_path,
             self.client_assertion_path,
             self.client_certificate_path,

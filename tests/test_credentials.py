@@ -180,10 +180,10 @@ def test_the_secret_file_is_read_at_load_and_the_cache_key_follows_its_content(t
     from_file = provider("https://idp.example.com/token", client_secret=None, client_secret_path=str(path))
     inline = provider("https://idp.example.com/token")
     assert from_file.client_secret is not None and from_file.client_secret.get_secret_value() == SECRET
-    assert from_file.cache_key == inline.cache_key
     path.write_text(ROTATED)
     rotated = provider("https://idp.example.com/token", client_secret=None, client_secret_path=str(path))
-    assert rotated.cache_key != inline.cache_key
+    assert rotated.cache_key != from_file.cache_key  # same file, another secret: another token
+    assert len({inline.cache_key, from_file.cache_key, rotated.cache_key}) == 3
     assert SECRET not in repr(from_file) and SECRET not in str(from_file.model_dump())
 
 
