@@ -49,14 +49,22 @@ How a call reaches the gateway with the plugin's client (``utils.py``, ``main.py
 * ``http_client_builders``: ``http_handler.get_ssl_configuration``, ``http2_enabled``,
   ``AsyncHTTPHandler.create_async_transport`` and ``create_httpx_proxy_mounts`` build the clients
   LiteLLM would use itself (its SSL settings, aiohttp transport, proxies).
+* ``ssl_context_reaches_every_transport``: an ``ssl.SSLContext`` given as ``ssl_context`` to
+  ``create_async_transport`` is the one the aiohttp connector handshakes with (and httpx's
+  transport, when chosen); ``http_handler.get_ssl_verify`` resolves LiteLLM's verification setting
+  (``SSL_VERIFY``, ``litellm.ssl_verify``, ``SSL_CERT_FILE``) to a bool or a CA bundle path. A
+  client certificate needs a context of its own: the ones ``get_ssl_configuration`` returns are
+  cached and shared by all of LiteLLM.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import certifi
 import httpx
 import litellm
 from litellm.constants import openai_compatible_providers
@@ -71,6 +79,7 @@ from .errors import OAuth2ConfigurationError, OAuth2ValidationError
 __all__ = [
     "ASYNC_ENDPOINTS",
     "SYNC_ENDPOINTS",
+    "ClientCertificate",
     "async_http_client",
     "async_litellm_http_handler",
     "check_provider_names",
@@ -166,11 +175,46 @@ def endpoint_of_call_type(call_type: object, kwargs: Mapping[str, Any]) -> str |
     return ASYNC_ENDPOINTS.get(name) if isinstance(name, str) else None
 
 
-def sync_http_client(verify: bool | str | None, auth: httpx.Auth, follow_redirects: bool) -> httpx.Client:
+ClientCertificate = tuple[str, str, str | None]
+"""Certificate file, key file and the key's password (None: unencrypted), presented to the gateway."""
+
+
+def _ssl_configuration(
+    verify: bool | str | None, certificate: ClientCertificate | None
+) -> bool | str | ssl.SSLContext:
+    """LiteLLM's SSL configuration; with a client certificate, a context of this client's own that
+    verifies as LiteLLM would and presents the certificate.
+
+    Raises:
+        OSError: the certificate or key file cannot be loaded (``ssl.SSLError`` included).
+    """
+    if certificate is None:
+        return http_handler.get_ssl_configuration(verify)
+    resolved = http_handler.get_ssl_verify(verify)
+    if resolved is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        cafile = resolved if isinstance(resolved, str) and os.path.exists(resolved) else certifi.where()
+        context = ssl.create_default_context(cafile=cafile)
+    certificate_file, key_file, password = certificate
+    # b"" rather than None: OpenSSL would ask for a missing password on the terminal.
+    context.load_cert_chain(certificate_file, key_file, (password or "").encode())
+    return context
+
+
+def sync_http_client(
+    verify: bool | str | None,
+    auth: httpx.Auth,
+    follow_redirects: bool,
+    certificate: ClientCertificate | None = None,
+) -> httpx.Client:
     """The client LiteLLM builds for its own synchronous calls (``ssl_verify``, ``SSL_CERT_FILE``,
-    ``SSL_VERIFY``, HTTP/2 switch), with ``auth``. ``verify`` None leaves it to LiteLLM's settings."""
+    ``SSL_VERIFY``, HTTP/2 switch), with ``auth``. ``verify`` None leaves it to LiteLLM's settings;
+    ``certificate`` is presented in every TLS handshake (mutual TLS towards the gateway)."""
     return httpx.Client(
-        verify=http_handler.get_ssl_configuration(verify),
+        verify=_ssl_configuration(verify, certificate),
         http2=http_handler.http2_enabled(),
         follow_redirects=follow_redirects,
         auth=auth,
@@ -179,13 +223,16 @@ def sync_http_client(verify: bool | str | None, auth: httpx.Auth, follow_redirec
 
 
 def async_http_client(
-    verify: bool | str | None, auth: httpx.Auth, follow_redirects: bool
+    verify: bool | str | None,
+    auth: httpx.Auth,
+    follow_redirects: bool,
+    certificate: ClientCertificate | None = None,
 ) -> httpx.AsyncClient:
     """The client LiteLLM builds for its async calls: its aiohttp transport (unless
     ``disable_aiohttp_transport``, HTTP/2 or ``force_ipv4`` choose httpx's) with its SSL settings
     and proxy mounts, with ``auth``. The auth belongs to the httpx client, so it runs whichever
-    transport sends the request."""
-    ssl_config = http_handler.get_ssl_configuration(verify)
+    transport sends the request; ``certificate`` goes into the SSL context either transport uses."""
+    ssl_config = _ssl_configuration(verify, certificate)
     transport = http_handler.AsyncHTTPHandler.create_async_transport(
         ssl_context=ssl_config if isinstance(ssl_config, ssl.SSLContext) else None,
         ssl_verify=ssl_config if isinstance(ssl_config, bool) else None,

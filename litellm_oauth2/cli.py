@@ -12,14 +12,15 @@ import secrets
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from urllib.parse import unquote_plus, urlsplit
 
 import requests
 
 from . import __version__
+from ._credentials import CredentialFile, credential_files, credential_type
 from ._environment import CONFIG_ENV_VAR
-from .client import TokenClient
+from .client import TokenClient, _session_with_deadlines
 from .config import MemoryCacheSettings, ProviderSettings, RedisCacheSettings, load_config
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError, OAuth2Error
 
@@ -61,17 +62,30 @@ class ProviderCheck:
     granted_scope: str | None = None
     expires_in: int | None = None
     api_base_status: str = "-"
+    credential: str = ""
+    files: list[CredentialFile] = field(default_factory=list)
 
 
 def check_provider(settings: ProviderSettings) -> ProviderCheck:
-    """Fetch one token for real and try it on ``{api_base}/models`` (status only)."""
+    """Report the credential and the files it reads (readable, valid until when; never their
+    content), fetch one token for real and try it on ``{api_base}/models`` (status only)."""
     row = ProviderCheck(
         provider=settings.provider_name,
-        token_endpoint=urlsplit(settings.token_url).netloc,
+        token_endpoint=urlsplit(settings.token_url or settings.issuer or "").netloc,
         auth_method=settings.token_endpoint_auth_method,
         ok=False,
         result="",
+        credential=credential_type(settings),
+        files=credential_files(settings),
     )
+    _fetch_and_try(settings, row)
+    if row.ok and not all(file.ok for file in row.files):
+        row.ok = False
+        row.result = "a credential file is unusable: " + ", ".join(f.field for f in row.files if not f.ok)
+    return row
+
+
+def _fetch_and_try(settings: ProviderSettings, row: ProviderCheck) -> None:
     try:
         client = TokenClient(settings)
         token = client.fetch()
@@ -80,13 +94,17 @@ def check_provider(settings: ProviderSettings) -> ProviderCheck:
             row.result = exc.error + (f" ({exc.error_description})" if exc.error_description else "")
         else:
             row.result = exc.message
-        return row
+        return
     row.granted_scope = token.scope
     row.expires_in = int(token.expires_in())
     row.ok, row.result = True, "ok"
     if settings.api_base:
+        gateway_certificate = settings.gateway_certificate
+        password = gateway_certificate[2] if gateway_certificate else None
+        session = _session_with_deadlines(password.get_secret_value() if password else None)
+        session.trust_env = True  # as a plain requests.get: the environment's proxies and CA bundle
         try:
-            response = requests.get(
+            response = session.get(
                 settings.api_base.rstrip("/") + "/models",
                 headers={
                     "Authorization": f"Bearer {token.access_token.get_secret_value()}",
@@ -94,6 +112,7 @@ def check_provider(settings: ProviderSettings) -> ProviderCheck:
                 },
                 timeout=settings.timeout_seconds,
                 verify=settings.verify,
+                cert=gateway_certificate[:2] if gateway_certificate else None,
                 allow_redirects=False,
             )
             response.close()
@@ -103,8 +122,9 @@ def check_provider(settings: ProviderSettings) -> ProviderCheck:
         except requests.RequestException as exc:
             row.api_base_status = f"unreachable ({type(exc).__name__})"
             row.ok, row.result = False, "api_base unreachable"
+        finally:
+            session.close()
     client.close()
-    return row
 
 
 @dataclass
@@ -210,6 +230,7 @@ def _table(rows: list[ProviderCheck]) -> str:
         "provider",
         "token endpoint",
         "auth method",
+        "credential",
         "result",
         "granted scope",
         "expires in",
@@ -220,6 +241,7 @@ def _table(rows: list[ProviderCheck]) -> str:
             r.provider,
             r.token_endpoint,
             r.auth_method,
+            r.credential,
             r.result,
             r.granted_scope or "-",
             "-" if r.expires_in is None else f"{r.expires_in} s",
@@ -233,6 +255,9 @@ def _table(rows: list[ProviderCheck]) -> str:
         for line in [header, *body]
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    files = [f"  {r.provider}: {f.field} {f.path}: {f.state}" for r in rows for f in r.files]
+    if files:
+        lines += ["", "credential files (content never shown):", *files]
     return "\n".join(line.rstrip() for line in lines)
 
 

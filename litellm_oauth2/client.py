@@ -13,6 +13,7 @@ import base64
 import binascii
 import email.utils
 import heapq
+import hmac
 import itertools
 import json
 import logging
@@ -34,8 +35,10 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, ProxyManager
 
+from ._discovery import METADATA, metadata_urls, token_endpoint_of
+from ._files import FileStates, file_states
 from ._fork import reset_in_forked_child
-from .config import ProviderSettings
+from .config import ProviderSettings, _check_http_url, read_credential_file
 from .errors import OAuth2AuthenticationError, OAuth2ConfigurationError
 from .metrics import Outcome
 
@@ -125,17 +128,32 @@ class TokenClient:
     def __init__(self, settings: ProviderSettings, *, session: requests.Session | None = None) -> None:
         self.settings = settings
         self._own_session = session is None
-        self._session = session or _session_with_deadlines()
-        self._proxies, self._verify = _environment_settings(settings.token_url, settings.verify)
-        self._host = urlsplit(settings.token_url).netloc
+        self._session = session or _session_with_deadlines(_key_password(settings))
+        # RFC 8705 §2: the certificate is the credential. Its files are watched (a changed file
+        # drops the pooled connections, so the next handshake presents the new certificate).
+        self._certificate: tuple[str, str] | None = None
+        self._certificate_state: FileStates = ()
+        if settings.uses_mtls and settings.client_certificate_path is not None:
+            key = settings.client_key_path or settings.client_certificate_path
+            self._certificate = (settings.client_certificate_path, key)
+            self._certificate_state = file_states(self._certificate)
+        # With an issuer, the token endpoint is known after discovery (the first attempt).
+        self._token_url = settings.token_url
+        first_url = settings.token_url or settings.issuer or ""
+        self._proxies, self._verify = _environment_settings(first_url, settings.verify)
+        self._host: str = urlsplit(first_url).netloc
         self._refresh_token = settings.refresh_token
         self._refresh_lock = threading.Lock()
         # Told the outcome and duration of every token request (each retry is one); set by TokenCache.
         self.on_request: Callable[[Outcome, float], None] | None = None
+        self._credentials_lock = threading.Lock()
         self._signing_key: Any = None
+        self._key_pem = b""
         if settings.token_endpoint_auth_method == "private_key_jwt":
-            self._signing_key = _load_signing_key(settings)
-        self._prepared = self._prepare()
+            self._key_pem = settings.read_private_key()
+            self._signing_key = _load_signing_key(settings, self._key_pem)
+        self._sent_assertion = ""  # a federated assertion is a credential too: blanked from messages
+        self._prepared = self._prepare() if self._token_url else None
         # The client credentials grant with a client secret sends the same body every time: encoded
         # once. A refresh token (it may rotate) or a client assertion (new each time) is encoded per request.
         self._fixed_body = None if self._body_varies() else self._body()
@@ -144,15 +162,37 @@ class TokenClient:
     def _after_fork_in_child(self) -> None:
         """A forked child gets its own connections: sharing a keep-alive one mixes up responses."""
         if self._own_session:
-            self._session = _session_with_deadlines()
-            self._prepared = self._prepare()
+            self._session = _session_with_deadlines(_key_password(self.settings))
+            self._prepared = self._prepare() if self._token_url else None
         self._refresh_lock = threading.Lock()
+        self._credentials_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TokenClient(provider={self.settings.provider_name!r}, token_url_host={self._host!r})"
 
     def fetch(self) -> Token:
-        """One token, retrying connection errors, timeouts, 408/429/5xx and transient OAuth2 errors."""
+        """One token, retrying connection errors, timeouts, 408/429/5xx and transient OAuth2 errors.
+
+        When the endpoint answers ``invalid_client`` and the credential file (``client_secret_path``,
+        ``private_key_path``) has changed since it was read, as after a rotation, the new credential
+        is taken and the request made once more.
+
+        Raises:
+            OAuth2AuthenticationError: no token; ``transient`` when retrying later may help.
+        """
+        try:
+            return self._fetch_with_retries()
+        except OAuth2AuthenticationError as exc:
+            if exc.error != "invalid_client" or not self._reload_credentials():
+                raise
+        logger.warning(
+            "provider %s: the token endpoint refused the client (invalid_client) and the credential "
+            "file has changed: requesting again with the new credential",
+            self.settings.provider_name,
+        )
+        return self._fetch_with_retries()
+
+    def _fetch_with_retries(self) -> Token:
         retry = self.settings.retry
         retrying = Retrying(
             stop=stop_after_attempt(retry.attempts + 1),
@@ -209,7 +249,8 @@ class TokenClient:
         return token
 
     def _attempt(self) -> Token:
-        request = self._prepared.copy()
+        prepared = self._prepared or self._discover()
+        request = prepared.copy()
         request.prepare_body(self._fixed_body or self._body(), None)
         if self._session.cookies:  # what Session.request would add: cookies the endpoint set
             request.prepare_cookies(self._session.cookies)
@@ -222,6 +263,18 @@ class TokenClient:
             self.settings.token_endpoint_auth_method,
             extra={"provider": self.settings.provider_name, "event": "token_request_sent"},
         )
+        response, body = self._exchange(request, "token", self._host)
+        if 300 <= response.status_code < 400:
+            raise self._redirected(response.status_code, response.headers.get("Location", ""))
+        if response.status_code != 200:
+            raise self._error_response(response, body)
+        return self._parse_token(body, sent_at, sent_at_wall)
+
+    def _exchange(
+        self, request: requests.PreparedRequest, kind: str, where: str
+    ) -> tuple[requests.Response, bytes]:
+        """Send one request (a ``kind`` request, "token" or "discovery", to ``where``) and read its
+        whole body within ``timeout_seconds``; redirects are not followed. Raises ``_TokenRequestFailed``."""
         with _Deadline(self.settings.timeout_seconds) as deadline:
             try:
                 # Session.send, not Session.post: the request was prepared once (URL, headers); the
@@ -231,44 +284,172 @@ class TokenClient:
                     timeout=self.settings.timeout_seconds,
                     verify=self._verify,
                     proxies=self._proxies,
-                    cert=None,
+                    cert=self._current_certificate(),
                     allow_redirects=False,
                     stream=True,
                 )
             except requests.Timeout as exc:
-                raise self._failure(f"token request to {self._host} timed out", exc, timed_out=True) from None
+                raise self._failure(f"{kind} request to {where} timed out", exc, timed_out=True) from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 if deadline.expired:
-                    raise self._failure(
-                        f"token request to {self._host} timed out", exc, timed_out=True
-                    ) from None
+                    raise self._failure(f"{kind} request to {where} timed out", exc, timed_out=True) from None
                 raise self._failure(
-                    f"could not reach token endpoint {self._host} ({type(exc).__name__})", exc
+                    f"could not reach {kind} endpoint {where} ({type(exc).__name__})", exc
                 ) from None
             except (requests.RequestException, ValueError) as exc:  # ValueError: e.g. a Location
                 # header that does not parse (requests reads it even when not following redirects)
                 raise self._failure(
-                    f"token request to {self._host} failed ({type(exc).__name__})", exc, retryable=False
+                    f"{kind} request to {where} failed ({type(exc).__name__})", exc, retryable=False
                 ) from None
             except OSError as exc:  # from requests itself, e.g. the 'verify' CA bundle has gone
                 raise self._failure(
-                    f"token request to {self._host} failed: {_printable(str(exc))}", exc
+                    f"{kind} request to {where} failed: {_printable(str(exc))}", exc
                 ) from None
             with response:
-                body = self._read_body(response, deadline)
-        if 300 <= response.status_code < 400:
-            raise self._redirected(response.status_code, response.headers.get("Location", ""))
-        if response.status_code != 200:
-            raise self._error_response(response, body)
-        return self._parse_token(body, sent_at, sent_at_wall)
+                body = self._read_body(response, deadline, kind, where)
+        return response, body
+
+    def _current_certificate(self) -> tuple[str, str] | None:
+        """The client certificate files; when they changed since the last request (a rotation:
+        another inode, size or time), the pooled connections are dropped so the next TLS
+        handshake loads the new ones."""
+        if self._certificate is None:
+            return None
+        state = file_states(self._certificate)
+        if state != self._certificate_state:
+            with self._credentials_lock:
+                if state != self._certificate_state:
+                    logger.info(
+                        "provider %s: the client certificate files changed; new connections present the new one",
+                        self.settings.provider_name,
+                    )
+                    self._certificate_state = state
+                    self._session.close()  # its adapters stay usable: they open new pools
+        return self._certificate
+
+    # -- discovery (issuer instead of token_url) ------------------------------------------------
+
+    def _discover(self) -> requests.PreparedRequest:
+        """The token endpoint from the issuer's metadata (once per process), and the request
+        prepared for it. Raises ``_TokenRequestFailed`` naming the metadata URL."""
+        issuer = self.settings.issuer
+        assert issuer is not None  # config: exactly one of token_url and issuer
+        document = METADATA.get(issuer, str(self._verify), self._fetch_metadata)
+        with self._credentials_lock:
+            if self._prepared is None:
+                try:
+                    endpoint = token_endpoint_of(document, issuer, mtls=self.settings.uses_mtls)
+                    _check_http_url(endpoint, allow_insecure_http=self.settings.allow_insecure_http)
+                except ValueError as exc:
+                    raise self._failure(
+                        f"the metadata of issuer {issuer} cannot be used: its token_endpoint {exc}",
+                        retryable=False,
+                    ) from None
+                self._token_url, self._host = endpoint, urlsplit(endpoint).netloc
+                self._proxies, _ = _environment_settings(endpoint, self.settings.verify)
+                self._prepared = self._prepare()
+            return self._prepared
+
+    def _fetch_metadata(self) -> dict[str, Any]:
+        """GET the issuer's metadata (OpenID Connect location first, then RFC 8414's on 404)."""
+        issuer = self.settings.issuer
+        assert issuer is not None
+        for url in metadata_urls(issuer):
+            request = self._session.prepare_request(
+                requests.Request("GET", url, headers={"Accept": "application/json"})
+            )
+            response, body = self._exchange(request, "discovery", url)
+            if response.status_code == 404:
+                continue
+            if response.status_code != 200:
+                raise self._failure(
+                    f"discovery endpoint {url} answered HTTP {response.status_code}"
+                    + ("; redirects are not followed" if 300 <= response.status_code < 400 else ""),
+                    retryable=response.status_code in RETRYABLE_STATUS,
+                    http_status=response.status_code,
+                )
+            document = _json_object(body)
+            if document is None:
+                raise self._failure(f"discovery endpoint {url} sent no JSON object", retryable=False)
+            try:
+                token_endpoint_of(document, issuer, mtls=self.settings.uses_mtls)
+            except ValueError as exc:
+                raise self._failure(f"discovery document {url} was refused: {exc}", retryable=False) from None
+            return document
+        raise self._failure(
+            f"discovery found no metadata for issuer {issuer} (HTTP 404 at {' and '.join(metadata_urls(issuer))})",
+            retryable=False,
+            http_status=404,
+        )
+
+    # -- credential files ----------------------------------------------------------------------
+
+    def _reload_credentials(self) -> bool:
+        """Read ``client_secret_path`` or ``private_key_path`` again; True when it changed and the
+        new credential is in use (a file that cannot be used now is logged and left alone)."""
+        s = self.settings
+        with self._credentials_lock:
+            try:
+                if s.client_secret_path is not None and s.token_endpoint_auth_method != "private_key_jwt":
+                    secret = read_credential_file(s.client_secret_path)
+                    if s.client_secret is not None and hmac.compare_digest(
+                        secret.encode(), s.client_secret.get_secret_value().encode()
+                    ):
+                        return False
+                    self._use(s.model_copy(update={"client_secret": SecretStr(secret)}))
+                    return True
+                if s.token_endpoint_auth_method == "private_key_jwt" and s.private_key_path is not None:
+                    pem = s.read_private_key()
+                    if hmac.compare_digest(pem, self._key_pem):
+                        return False
+                    self._signing_key, self._key_pem = _load_signing_key(s, pem), pem
+                    return True
+            except (OSError, OAuth2ConfigurationError) as exc:
+                logger.warning(
+                    "provider %s: the credential file cannot be used after invalid_client: %s",
+                    s.provider_name,
+                    exc.message if isinstance(exc, OAuth2ConfigurationError) else exc,
+                )
+        return False
+
+    def _use(self, settings: ProviderSettings) -> None:
+        """Switch to ``settings`` (a rotated client secret): the prepared parts follow."""
+        self.settings = settings
+        if self._token_url:
+            self._prepared = self._prepare()
+        self._fixed_body = None if self._body_varies() else self._body()
+
+    def _federated_assertion(self) -> str:
+        """The platform's assertion (RFC 7521 §4.2), read anew for each request since it rotates.
+
+        Raises ``_TokenRequestFailed`` naming the file when it cannot be read, is empty, or is a
+        JWT whose ``exp`` has passed: such an assertion is never sent."""
+        path = self.settings.client_assertion_path
+        assert path is not None  # config: required for client_assertion
+        try:
+            assertion = read_credential_file(path)
+        except OSError as exc:
+            raise self._failure(
+                f"field 'client_assertion_path' {exc} ('{path}'); no token request was sent", retryable=False
+            ) from None
+        left = jwt_lifetime(assertion, time.time())
+        if left is not None and left <= 0:
+            raise self._failure(
+                f"field 'client_assertion_path' names a file ('{path}') holding an assertion that "
+                f"expired {-left:.0f} s ago; no token request was sent (is the platform still renewing it?)",
+                retryable=False,
+            )
+        self._sent_assertion = assertion
+        return assertion
 
     def _redirected(self, status: int, location: str) -> _TokenRequestFailed:
         """A redirect is refused; the message names where it pointed: another origin by host only,
         this one by the URL to configure instead (never userinfo, query or fragment)."""
         where, fix = "an unknown host", "fix token_url"
-        configured = urlsplit(self.settings.token_url)
+        token_url = self._token_url or ""
+        configured = urlsplit(token_url)
         try:  # a Location that does not parse is no crash
-            target = urlsplit(urljoin(self.settings.token_url, location)) if location.strip() else None
+            target = urlsplit(urljoin(token_url, location)) if location.strip() else None
             same = target is not None and _origin(target) == _origin(configured)
         except ValueError:
             target, same = None, False
@@ -297,11 +478,12 @@ class TokenClient:
             headers["Authorization"] = _basic_authorization(
                 s.client_id, secret, raw=s.basic_auth_encoding == "raw"
             )
-        return self._session.prepare_request(requests.Request("POST", s.token_url, headers=headers))
+        return self._session.prepare_request(requests.Request("POST", self._token_url, headers=headers))
 
     def _body_varies(self) -> bool:
-        return (
-            self._refresh_token is not None or self.settings.token_endpoint_auth_method == "private_key_jwt"
+        return self._refresh_token is not None or self.settings.token_endpoint_auth_method in (
+            "private_key_jwt",
+            "client_assertion",
         )
 
     def _grant_type(self) -> str:
@@ -333,6 +515,14 @@ class TokenClient:
                 ("client_assertion_type", CLIENT_ASSERTION_TYPE),
                 ("client_assertion", self._client_assertion()),
             ]
+        elif s.uses_mtls:  # RFC 8705 §2: the client is named; the handshake authenticated it
+            params.append(("client_id", s.client_id))
+        elif s.token_endpoint_auth_method == "client_assertion":
+            params += [
+                ("client_id", s.client_id),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", self._federated_assertion()),
+            ]
         return urlencode(params)
 
     def _client_assertion(self) -> str:
@@ -343,7 +533,7 @@ class TokenClient:
         claims = {
             "iss": self.settings.client_id,
             "sub": self.settings.client_id,
-            "aud": self.settings.token_url,
+            "aud": self._token_url,
             "iat": now,
             "exp": now + ASSERTION_LIFETIME_SECONDS,
             "jti": uuid.uuid4().hex,
@@ -353,7 +543,7 @@ class TokenClient:
             claims, self._signing_key, algorithm=self.settings.signing_algorithm, headers=headers
         )
 
-    def _read_body(self, response: requests.Response, deadline: _Deadline) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: _Deadline, kind: str, where: str) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:
@@ -361,16 +551,16 @@ class TokenClient:
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
                     raise self._failure(
-                        f"token endpoint {self._host} sent a response larger than {MAX_RESPONSE_BYTES} bytes",
+                        f"{kind} endpoint {where} sent a response larger than {MAX_RESPONSE_BYTES} bytes",
                         retryable=False,
                         http_status=response.status_code,
                     )
                 chunks.append(chunk)
         except requests.RequestException as exc:
             if deadline.expired:
-                raise self._failure(f"token request to {self._host} timed out", exc, timed_out=True) from None
+                raise self._failure(f"{kind} request to {where} timed out", exc, timed_out=True) from None
             raise self._failure(
-                f"token endpoint {self._host} closed the connection mid-response ({type(exc).__name__})", exc
+                f"{kind} endpoint {where} closed the connection mid-response ({type(exc).__name__})", exc
             ) from None
         return b"".join(chunks)
 
@@ -410,6 +600,13 @@ class TokenClient:
         s = self.settings
         if s.token_endpoint_auth_method == "private_key_jwt":
             return "; check client_id, the private key, key_id, signing_algorithm, token_endpoint_auth_method"
+        if s.uses_mtls:
+            return "; check client_id and that the certificate in client_certificate_path is the one registered for it"
+        if s.token_endpoint_auth_method == "client_assertion":
+            return (
+                "; check client_id and that the identity provider trusts the issuer and subject of "
+                "the assertion in client_assertion_path (the federated credential)"
+            )
         hint = "; check client_id, client_secret, token_endpoint_auth_method"
         secret = s.client_secret.get_secret_value() if s.client_secret else ""
         encoded = (quote(s.client_id, safe=""), quote(secret, safe=""))
@@ -512,6 +709,7 @@ class TokenClient:
             refresh_token = self._refresh_token
         if refresh_token is not None:
             sent += [refresh_token.get_secret_value(), quote_plus(refresh_token.get_secret_value())]
+        sent.append(self._sent_assertion)
         for credential in sorted(filter(None, sent), key=len, reverse=True):
             value = value.replace(credential, "***")
         return _printable(value)
@@ -687,9 +885,16 @@ class _TrackedHTTPSPool(HTTPSConnectionPool):
 
 
 class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, with pools that tell the running ``_Deadline`` which connection it uses."""
+    """requests' adapter, with pools that tell the running ``_Deadline`` which connection it uses,
+    and the password of the client certificate's key (requests has no parameter for it)."""
+
+    def __init__(self, key_password: str | None = None) -> None:
+        self._key_password = key_password
+        super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._key_password is not None:
+            kwargs["key_password"] = self._key_password
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
 
@@ -715,13 +920,21 @@ def _environment_settings(url: str, verify: bool | str) -> tuple[dict[str, str],
     return proxies, verify
 
 
-def _session_with_deadlines() -> requests.Session:
+def _session_with_deadlines(key_password: str | None = None) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # read once by _environment_settings
-    adapter = _DeadlineAdapter()
+    adapter = _DeadlineAdapter(key_password)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def _key_password(settings: ProviderSettings) -> str | None:
+    """The client key's password in clear, for the TLS layer only; "" rather than None for an
+    mTLS client, since OpenSSL would otherwise ask for a password on the terminal."""
+    if not settings.uses_mtls:
+        return None
+    return settings.client_key_password.get_secret_value() if settings.client_key_password else ""
 
 
 def _basic_authorization(client_id: str, client_secret: str, *, raw: bool = False) -> str:
@@ -811,7 +1024,7 @@ def _printable(value: object, limit: int = 200) -> str | None:
     return cleaned[:limit] + ("..." if len(cleaned) > limit else "")
 
 
-def _load_signing_key(settings: ProviderSettings) -> Any:
+def _load_signing_key(settings: ProviderSettings, pem: bytes) -> Any:
     """Load and check the private_key_jwt key once, so a bad key fails at start-up with a clear message."""
     name = settings.provider_name
     try:
@@ -825,7 +1038,6 @@ def _load_signing_key(settings: ProviderSettings) -> Any:
             provider=name,
         ) from None
     field_name = "private_key" if settings.private_key is not None else "private_key_path"
-    pem = settings.read_private_key()
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:

@@ -21,6 +21,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -51,8 +52,10 @@ __all__ = [
     "ProviderSettings",
     "RedisCacheSettings",
     "RetrySettings",
+    "check_certificate_pair",
     "config_path",
     "load_config",
+    "read_credential_file",
     "read_document",
 ]
 
@@ -82,7 +85,18 @@ _PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _API_VERSION = re.compile(r"^(v1|preview|latest|\d{4}-\d{2}-\d{2}(-preview)?)\Z")
 
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+AuthMethod = Literal[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "client_assertion",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+]
+# RFC 8705 §2: the client authenticates with its TLS client certificate.
+MTLS_METHODS = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+# Largest credential file read (a client secret, a federated assertion): a mounted secret is small.
+MAX_CREDENTIAL_FILE_BYTES = 64 * 1024
 ApiStyle = Literal["openai", "azure", "anthropic"]
 # Azure OpenAI's current GA data-plane version; "v1" selects the /openai/v1 path style instead.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
@@ -152,6 +166,16 @@ class RedisCacheSettings(BaseModel):
     url: SecretStr
     key_prefix: str = "litellm_oauth2:"
     encryption: bool = True
+    # Required with encryption when a provider holds no stable secret (client_assertion): the
+    # token-sealing key is derived from it instead of from a provider's credential.
+    encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. the output of: openssl rand -base64 32)")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -191,8 +215,11 @@ class ProviderSettings(BaseModel):
     provider_name: str
     allow_insecure_http: bool = False
     client_id: Annotated[str, Field(min_length=1)]
-    client_secret: SecretStr | None = None
-    token_url: str
+    client_secret_path: str | None = None
+    client_secret: Annotated[SecretStr | None, Field(validate_default=True)] = None
+    client_assertion_path: str | None = None
+    token_url: str | None = None
+    issuer: str | None = None
     scope: str | None = None
     refresh_token: SecretStr | None = None
     audience: str | None = None
@@ -200,6 +227,12 @@ class ProviderSettings(BaseModel):
     extra_token_params: dict[str, str] = Field(default_factory=dict)
     private_key: SecretStr | None = None
     private_key_path: str | None = None
+    client_certificate_path: str | None = None
+    client_key_path: str | None = None
+    client_key_password: SecretStr | None = None
+    gateway_client_certificate_path: str | None = None
+    gateway_client_key_path: str | None = None
+    gateway_client_key_password: SecretStr | None = None
     token_endpoint_auth_method: Annotated[AuthMethod, Field(validate_default=True)] = "client_secret_basic"
     basic_auth_encoding: Literal["rfc6749", "raw"] = "rfc6749"
     signing_algorithm: Literal["RS256", "ES256"] = "RS256"
@@ -260,7 +293,32 @@ class ProviderSettings(BaseModel):
             )
         return value
 
-    @field_validator("audience", "key_id", "private_key_path")
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_from_file(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """``client_secret_path``: the mounted secret file is read here, at load (the token client
+        reads it again when the endpoint answers invalid_client, as after a rotation)."""
+        path = info.data.get("client_secret_path")
+        if path is None:
+            return value
+        if value is not None:
+            raise _FieldError("client_secret_path", "must not be set together with client_secret")
+        try:
+            return SecretStr(read_credential_file(path))
+        except OSError as exc:
+            raise _FieldError("client_secret_path", str(exc)) from None
+
+    @field_validator(
+        "audience",
+        "key_id",
+        "private_key_path",
+        "client_secret_path",
+        "client_assertion_path",
+        "client_certificate_path",
+        "client_key_path",
+        "gateway_client_certificate_path",
+        "gateway_client_key_path",
+    )
     @classmethod
     def _non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
@@ -319,7 +377,7 @@ class ProviderSettings(BaseModel):
             raise ValueError("names a CA bundle file that does not exist; use true, false or a PEM file path")
         return value
 
-    @field_validator("token_url", "api_base")
+    @field_validator("token_url", "issuer", "api_base")
     @classmethod
     def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -332,18 +390,38 @@ class ProviderSettings(BaseModel):
     def _credentials_for(cls, method: AuthMethod, info: ValidationInfo) -> AuthMethod:
         # A credential field missing from info.data was invalid itself and is blamed already.
         data = info.data
-        if method == "private_key_jwt":
+        if "token_url" in data and "issuer" in data:
+            if data["token_url"] is None and data["issuer"] is None:
+                raise _FieldError("token_url", "is required (or issuer, to discover it)", missing=True)
+            if data["token_url"] is not None and data["issuer"] is not None:
+                raise _FieldError("token_url", "must not be set together with issuer (which discovers it)")
+        if data.get("client_assertion_path") is not None and method != "client_assertion":
+            raise _FieldError(
+                "client_assertion_path", 'applies to token_endpoint_auth_method "client_assertion" only'
+            )
+        _check_certificate_fields(data, "client_", method in MTLS_METHODS)
+        _check_certificate_fields(data, "gateway_client_", False)
+        # Under mTLS the certificate is the credential, checked above.
+        if method == "client_assertion":
+            if "client_assertion_path" in data and data["client_assertion_path"] is None:
+                raise _FieldError(
+                    "client_assertion_path",
+                    "is required for client_assertion: the file the platform writes the federated token to",
+                    missing=True,
+                )
+        elif method == "private_key_jwt":
             keys = [data[field] for field in ("private_key", "private_key_path") if field in data]
             if len(keys) == 2 and (keys[0] is None) == (keys[1] is None):
                 raise _FieldError(
                     "private_key", "private_key_jwt needs exactly one of private_key or private_key_path"
                 )
-        elif "client_secret" in data:
+        elif "client_secret" in data and method not in MTLS_METHODS:
             secret = data["client_secret"]
             if secret is None or not secret.get_secret_value():
                 raise _FieldError(
                     "client_secret",
-                    f"is required for {method} (or set token_endpoint_auth_method: private_key_jwt)",
+                    f"is required for {method} (or client_secret_path, or set token_endpoint_auth_method: "
+                    "private_key_jwt or client_assertion)",
                 )
         return method
 
@@ -358,6 +436,7 @@ class ProviderSettings(BaseModel):
         """
         identity = [
             self.token_url,
+            self.issuer,
             self.client_id,
             self.scope,
             self.audience,
@@ -367,7 +446,12 @@ class ProviderSettings(BaseModel):
             # must not share a token: only digests, never the values.
             _digest(self.refresh_token),
             _digest(self.client_secret),
+            self.client_secret_path,
             _digest(self.private_key) or self.private_key_path,
+            self.client_assertion_path,
+            self.client_certificate_path,
+            self.client_key_path,
+            _digest(self.client_key_password),
             self.token_endpoint_auth_method,
             self.basic_auth_encoding,
             self.signing_algorithm,
@@ -381,6 +465,23 @@ class ProviderSettings(BaseModel):
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
     @property
+    def uses_mtls(self) -> bool:
+        """Whether the client authenticates to the token endpoint with its certificate (RFC 8705 §2)."""
+        return self.token_endpoint_auth_method in MTLS_METHODS
+
+    @property
+    def gateway_certificate(self) -> tuple[str, str, SecretStr | None] | None:
+        """Certificate file, key file and key password presented to the gateway: its own, else the
+        token endpoint's when the method is mTLS (certificate-bound tokens need the same one), else none."""
+        if self.gateway_client_certificate_path is not None:
+            key = self.gateway_client_key_path or self.gateway_client_certificate_path
+            return self.gateway_client_certificate_path, key, self.gateway_client_key_password
+        if self.uses_mtls and self.client_certificate_path is not None:
+            key = self.client_key_path or self.client_certificate_path
+            return self.client_certificate_path, key, self.client_key_password
+        return None
+
+    @property
     def azure_api_version(self) -> str:
         """The api-version of an ``azure`` provider's calls (``v1``: the /openai/v1 path style)."""
         return self.api_version or DEFAULT_AZURE_API_VERSION
@@ -388,6 +489,38 @@ class ProviderSettings(BaseModel):
     def header_values(self) -> dict[str, str]:
         """The extra request headers in clear, for the outgoing LLM request only."""
         return {name: value.get_secret_value() for name, value in self.headers.items()}
+
+    def sealing_material(self) -> bytes:
+        """The secret this provider's tokens are sealed under in Redis: the client secret, the
+        private key (private_key_jwt), or the client certificate's key file and its password (mTLS).
+
+        Raises:
+            OAuth2ConfigurationError: a key file cannot be read; for client_assertion, always (it
+                holds no stable secret: the cache's ``encryption_key`` is required instead).
+        """
+        if self.token_endpoint_auth_method == "private_key_jwt":
+            return self.read_private_key()
+        if self.uses_mtls:
+            path = self.client_key_path or self.client_certificate_path
+            try:
+                material = Path(path or "").read_bytes()
+            except OSError as exc:
+                raise OAuth2ConfigurationError(
+                    f"provider '{self.provider_name}': field 'client_key_path' names a file that cannot "
+                    f"be read ({exc.strerror})",
+                    provider=self.provider_name,
+                    field="client_key_path",
+                ) from None
+            password = self.client_key_password.get_secret_value() if self.client_key_password else ""
+            return material + b"\0" + password.encode()
+        if self.token_endpoint_auth_method == "client_assertion":
+            raise OAuth2ConfigurationError(
+                f"provider '{self.provider_name}': client_assertion holds no stable secret to seal "
+                "tokens in Redis with; set the cache's encryption_key",
+                provider=self.provider_name,
+                field="cache.encryption_key",
+            )
+        return (self.client_secret or SecretStr("")).get_secret_value().encode()
 
     def read_private_key(self) -> bytes:
         """The PEM of the private_key_jwt signing key, from the field or the file."""
@@ -408,6 +541,112 @@ class ProviderSettings(BaseModel):
                 original_error=exc,
                 provider=self.provider_name,
             ) from None
+
+
+def read_credential_file(path: str) -> str:
+    """A credential file's text, surrounding whitespace removed (mounted secrets often end in a newline).
+
+    Raises:
+        OSError: the file cannot be read, is larger than ``MAX_CREDENTIAL_FILE_BYTES``, is not
+            UTF-8 or is empty; the message gives the reason, never the path (a configured value)
+            or the content.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CREDENTIAL_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise OSError(f"names a file that cannot be read ({reason})") from None
+    if len(raw) > MAX_CREDENTIAL_FILE_BYTES:
+        raise OSError(f"names a file larger than {MAX_CREDENTIAL_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise OSError("names a file that is not UTF-8 text") from None
+    if not text:
+        raise OSError("names an empty file")
+    return text
+
+
+def _check_certificate_fields(data: Mapping[str, Any], prefix: str, required: bool) -> None:
+    """The ``{prefix}certificate_path``/``key_path``/``key_password`` trio: present when ``required``,
+    readable, and a key that matches the certificate. Raises ``_FieldError`` naming the field and file."""
+    cert_field, key_field, password_field = (
+        f"{prefix}{name}" for name in ("certificate_path", "key_path", "key_password")
+    )
+    if any(field not in data for field in (cert_field, key_field, password_field)):
+        return  # one of them was invalid itself and is blamed already
+    certificate, key, password = data[cert_field], data[key_field], data[password_field]
+    if certificate is None:
+        if required:
+            raise _FieldError(
+                cert_field, "is required for tls_client_auth and self_signed_tls_client_auth", missing=True
+            )
+        if key is not None or password is not None:
+            raise _FieldError(
+                cert_field, f"is required when {key_field} or {password_field} is set", missing=True
+            )
+        return
+    try:
+        check_certificate_pair(certificate, key, password)
+    except _CertificateProblem as exc:
+        field = {"certificate": cert_field, "key": key_field, "password": password_field}[exc.part]
+        raise _FieldError(field, str(exc)) from None
+
+
+class _CertificateProblem(ValueError):
+    """Why a certificate and key cannot be used; ``part`` says which field is to blame."""
+
+    def __init__(self, part: Literal["certificate", "key", "password"], message: str) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+def check_certificate_pair(certificate: str, key: str | None, password: SecretStr | None) -> None:
+    """Load the certificate and key as a TLS client would, so a bad pair fails at load, not mid-call.
+
+    Raises:
+        ValueError: a file cannot be read, holds no PEM certificate or key, the key does not
+            match the certificate, or the password does not decrypt it; the message never holds a
+            path (a configured value) or a file's content.
+    """
+    texts: dict[str, str] = {}
+    parts: tuple[tuple[Literal["certificate", "key"], str], ...] = (
+        ("certificate", certificate),
+        ("key", key or certificate),
+    )
+    for part, path in parts:
+        try:
+            with open(path, "rb") as handle:
+                texts[part] = handle.read(MAX_CONFIG_BYTES).decode("ascii", "replace")
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise _CertificateProblem(part, f"names a file that cannot be read ({reason})") from None
+    if "-----BEGIN CERTIFICATE-----" not in texts["certificate"]:
+        raise _CertificateProblem("certificate", "names a file with no PEM certificate")
+    if "PRIVATE KEY-----" not in texts["key"]:
+        raise _CertificateProblem("key", "names a file with no PEM private key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # b"" rather than None: OpenSSL would ask for a missing password on the terminal.
+        context.load_cert_chain(certificate, key, (password.get_secret_value() if password else "").encode())
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise _CertificateProblem(
+                "key",
+                "names a key that does not match the certificate",
+            ) from None
+        if "ENCRYPTED" in texts["key"]:
+            raise _CertificateProblem(
+                "password",
+                "does not decrypt the key" if password else "is required: the key is encrypted",
+            ) from None
+        raise _CertificateProblem(
+            "key",
+            f"cannot be loaded with the certificate ({exc.reason or 'PEM'})",
+        ) from None
+    except OSError as exc:
+        raise _CertificateProblem("certificate", f"cannot be loaded ({exc.strerror})") from None
 
 
 def _digest(secret: SecretStr | None) -> str | None:
@@ -478,6 +717,18 @@ class OAuth2Config(BaseModel):
                     providers[name] = provider
         cache = _validate_cache(data.get("cache", {"type": "memory"}), source, problems)
         metrics = _validate_metrics(data.get("metrics", {}), source, problems)
+        if isinstance(cache, RedisCacheSettings) and cache.encryption and cache.encryption_key is None:
+            for name, provider in providers.items():
+                if provider.token_endpoint_auth_method == "client_assertion":
+                    problems.add(
+                        OAuth2ConfigurationError(
+                            f"{source}: cache: field 'encryption_key' is required: provider '{name}' uses "
+                            "client_assertion, which holds no stable secret to derive the Redis "
+                            'encryption key from (or set "encryption": false)',
+                            provider=name,
+                            field="cache.encryption_key",
+                        )
+                    )
         if problems.found:
             raise _combined_error(problems.found, source)
         assert cache is not None and metrics is not None  # no problem found, so both validated
@@ -493,11 +744,13 @@ def _unknown_provider(name: str, known: Iterable[str]) -> OAuth2ConfigurationErr
 
 
 class _FieldError(ValueError):
-    """A check that blames another field than the one it runs on, so the message can name it."""
+    """A check that blames another field than the one it runs on, so the message can name it;
+    ``missing``: the field is required here and absent (a configuration error, not a bad value)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, missing: bool = False) -> None:
         super().__init__(message)
         self.field = field
+        self.missing = missing
 
 
 def _combined_error(problems: Sequence[OAuth2ConfigurationError], source: str) -> OAuth2ConfigurationError:
@@ -695,10 +948,17 @@ def _translate(
         field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
         ctx_error = (error.get("ctx") or {}).get("error")
+        missing = error["type"] == "missing"
         if isinstance(ctx_error, _FieldError):
-            field, message = ctx_error.field, str(ctx_error)
+            field, message, missing = ctx_error.field, str(ctx_error), ctx_error.missing
         blamed = f"{field_prefix}{field}"
-        if error["type"] == "missing":
+        if missing and isinstance(ctx_error, _FieldError):
+            translated.append(
+                OAuth2ConfigurationError(
+                    f"{prefix}: field '{field}' {message}", provider=provider, field=blamed
+                )
+            )
+        elif missing:
             translated.append(
                 OAuth2ConfigurationError(
                     f"{prefix}: field '{field}' is required", provider=provider, field=blamed

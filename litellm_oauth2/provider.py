@@ -37,6 +37,7 @@ from litellm.main import openai_chat_completions
 
 from . import _compat
 from ._bearer import OAuth2BearerAuth
+from ._files import file_states
 from ._fork import reset_in_forked_child
 from ._styles import Target, target
 from .cache import TokenCache
@@ -195,6 +196,11 @@ class OAuth2Provider(CustomLLM):
         # Not weak: a client's connections refer to their loop, so a weak key would never go.
         # Entries of closed loops are dropped when the next loop builds its first client.
         self._async_clients: dict[asyncio.AbstractEventLoop, dict[Target, Any]] = {}
+        # The gateway client certificate's files: when they change, the clients (and their pooled
+        # connections, which keep presenting the old certificate) are replaced.
+        chosen = settings.gateway_certificate
+        self._certificate_files: tuple[str, ...] = chosen[:2] if chosen else ()
+        self._certificate_state = file_states(self._certificate_files)
         reset_in_forked_child(self)
         self._redacted = [v for v in settings.header_values().values() if len(v) >= _MIN_REDACTED_LENGTH]
 
@@ -278,6 +284,8 @@ class OAuth2Provider(CustomLLM):
 
     def client(self, where: Target, *, is_async: bool) -> Any:
         """The client for calls going to ``where`` (async: of the running event loop)."""
+        if self._certificate_files:
+            self._follow_certificate_files()
         if not is_async:
             with self._clients_lock:
                 client = self._sync_clients.get(where)
@@ -296,21 +304,33 @@ class OAuth2Provider(CustomLLM):
             client = clients[where] = self._build(where, is_async=True)
         return client
 
+    def _follow_certificate_files(self) -> None:
+        """Drop the clients when the gateway certificate files changed, so the next call's
+        handshake presents the renewed certificate (calls in flight finish on the old clients,
+        which are left to the garbage collector rather than closed under them)."""
+        state = file_states(self._certificate_files)
+        if state == self._certificate_state:
+            return
+        with self._clients_lock:
+            if state == self._certificate_state:
+                return
+            self._certificate_state = state
+            self._sync_clients = {}
+            self._async_clients = {}
+        logger.info("provider %s: the gateway client certificate changed; new clients present it", self.name)
+
     def _build(self, where: Target, *, is_async: bool) -> Any:
         verify = self.settings.verify if "verify" in self.settings.model_fields_set else None
+        certificate = self._gateway_certificate()
+        http: Any = (
+            _compat.async_http_client(verify, self._auth, FOLLOW_REDIRECTS, certificate)
+            if is_async
+            else _compat.sync_http_client(verify, self._auth, FOLLOW_REDIRECTS, certificate)
+        )
         if where.client_kind == "http":
             if is_async:
-                return _compat.async_litellm_http_handler(
-                    _compat.async_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-                )
-            return _compat.sync_litellm_http_handler(
-                _compat.sync_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-            )
-        http: Any = (
-            _compat.async_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-            if is_async
-            else _compat.sync_http_client(verify, self._auth, FOLLOW_REDIRECTS)
-        )
+                return _compat.async_litellm_http_handler(http)
+            return _compat.sync_litellm_http_handler(http)
         if where.client_kind == "azure":
             azure = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
             return azure(
@@ -322,6 +342,14 @@ class OAuth2Provider(CustomLLM):
             )
         plain = openai.AsyncOpenAI if is_async else openai.OpenAI
         return plain(api_key=API_KEY_PLACEHOLDER, base_url=where.api_base, http_client=http, max_retries=0)
+
+    def _gateway_certificate(self) -> _compat.ClientCertificate | None:
+        """The client certificate for the gateway (mutual TLS), its password in clear for the TLS layer."""
+        chosen = self.settings.gateway_certificate
+        if chosen is None:
+            return None
+        certificate_file, key_file, password = chosen
+        return certificate_file, key_file, None if password is None else password.get_secret_value()
 
     def close(self) -> None:
         with self._clients_lock:

@@ -10,8 +10,10 @@ What Redis holds, per token identity (``ProviderSettings.cache_key``):
 * ``<prefix>token:<h>`` with ``h = sha256("litellm-oauth2 redis key v1" + cache_key)``: neither the
   client id nor any URL appears in a key. The value is ``{"v": 1, "alg": "A256GCM", "n": nonce,
   "ct": ciphertext}``: the token (access token, type, wall-clock expiry, lifetime, scope; never a
-  refresh token) sealed with AES-256-GCM under ``HKDF-SHA256(client secret, or the private key PEM
-  for private_key_jwt; salt = cache key; info = "litellm-oauth2 token cache v1")``, the Redis key
+  refresh token) sealed with AES-256-GCM under ``HKDF-SHA256(the cache's encryption_key when set,
+  else the client secret, the private key PEM for private_key_jwt, or the client certificate's key
+  file and password for mTLS (``ProviderSettings.sealing_material``; client_assertion providers need
+  encryption_key); salt = cache key; info = "litellm-oauth2 token cache v1")``, the Redis key
   as associated data so a value cannot be moved to another key. Reading Redis without holding the
   client secret gives nothing usable. A value that does not decrypt or parse (another secret,
   tampering, another format, JSON nested past the decoder's recursion limit) is a miss, never an
@@ -163,6 +165,7 @@ class RedisTokenStore:
     ) -> None:
         self.key_prefix = settings.key_prefix
         self.encryption = settings.encryption
+        self._encryption_key = settings.encryption_key
         self.retry_interval = retry_interval
         self.lock_lease_seconds = lock_lease_seconds
         self.lease_ms = max(1, math.ceil(lock_lease_seconds * 1000))
@@ -419,10 +422,11 @@ class RedisTokenStore:
         key = settings.cache_key
         aead = self._aead.get(key)
         if aead is None:
-            if settings.token_endpoint_auth_method == "private_key_jwt":
-                material = settings.read_private_key()
-            else:
-                material = (settings.client_secret or SecretStr("")).get_secret_value().encode()
+            material = (
+                self._encryption_key.get_secret_value().encode()
+                if self._encryption_key is not None
+                else settings.sealing_material()
+            )
             derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=key.encode(), info=HKDF_INFO).derive(
                 material
             )

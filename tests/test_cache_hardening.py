@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -286,6 +287,12 @@ IDENTITY_FIELDS: dict[str, Any] = {
     "timeout_seconds": 7.0,
     "verify": False,
     "retry": RetrySettings(attempts=1),
+    "issuer": "https://idp.example.com",
+    "client_secret_path": "/run/secrets/client-secret",
+    "client_assertion_path": "/var/run/secrets/tokens/token",
+    "client_certificate_path": "/etc/tls/tls.crt",
+    "client_key_path": "/etc/tls/tls.key",
+    "client_key_password": SecretStr("key password"),
 }
 REQUEST_ONLY_FIELDS: dict[str, Any] = {
     "api_base": "http://127.0.0.1:1/v1",
@@ -299,9 +306,42 @@ REQUEST_ONLY_FIELDS: dict[str, Any] = {
 _REQUIRES = {"api_version": {"api_style": "azure"}, "responses_api_version": {"api_style": "azure"}}
 
 
+# The gateway's client certificate is request-only too; its files must exist, so it is tested apart.
+GATEWAY_CERTIFICATE_FIELDS = (
+    "gateway_client_certificate_path",
+    "gateway_client_key_path",
+    "gateway_client_key_password",
+)
+
+
 def test_every_setting_is_classified_for_the_token_identity() -> None:
     classified = {"provider_name"} | set(IDENTITY_FIELDS) | set(REQUEST_ONLY_FIELDS)
-    assert set(ProviderSettings.model_fields) == classified
+    assert set(ProviderSettings.model_fields) == classified | set(GATEWAY_CERTIFICATE_FIELDS)
+
+
+def test_providers_differing_only_in_their_gateway_certificate_share_one_token(
+    server: TokenServer, tmp_path: Path
+) -> None:
+    from litellm_oauth2.testing._tls import PrivateCA
+
+    ca = PrivateCA(tmp_path / "pki")
+    encrypted = ca.issue("gateway-client", password=b"gateway key password")
+    gateway_certificate = {
+        "gateway_client_certificate_path": str(encrypted.certificate_path),
+        "gateway_client_key_path": str(encrypted.key_path),
+        "gateway_client_key_password": "gateway key password",
+    }
+    cache = TokenCache(
+        config_of(
+            {
+                "a": provider_dict(server.token_url),
+                "b": provider_dict(server.token_url, **gateway_certificate),
+            }
+        ),
+        store=InMemoryTokenStore(),
+    )
+    assert cache.get_token("a") == cache.get_token("b")
+    assert server.token_requests == 1
 
 
 @pytest.mark.parametrize(("field", "value"), sorted(IDENTITY_FIELDS.items()))

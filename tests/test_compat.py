@@ -602,3 +602,33 @@ def test_http_client_builders(monkeypatch: pytest.MonkeyPatch) -> None:
     mounts = http_handler.AsyncHTTPHandler.create_httpx_proxy_mounts(transport, verify=ssl_config, cert=None)
     assert transport is None or isinstance(transport, httpx.AsyncBaseTransport)
     assert mounts is None or isinstance(mounts, dict)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_ssl_context_reaches_every_transport(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from litellm_oauth2._compat import async_http_client
+    from litellm_oauth2.testing._tls import PrivateCA
+
+    monkeypatch.delenv("DISABLE_AIOHTTP_TRANSPORT", raising=False)
+    monkeypatch.setattr(litellm, "disable_aiohttp_transport", transport == "httpx")
+    ca = PrivateCA(tmp_path / "pki")
+    certificate = ca.issue("gateway-client")
+    gateway = OpenAIUpstream(static_api_key=STATIC_KEY)
+    gateway.tls = ca.server_context(require_client_certificate=True)
+
+    async def call(url: str) -> int:
+        files = (str(certificate.certificate_path), str(certificate.key_path), None)
+        async with async_http_client(str(ca.ca_path), httpx.Auth(), False, files) as client:
+            response = await client.get(url, headers={"Authorization": f"Bearer {STATIC_KEY}"})
+            return response.status_code
+
+    with gateway:
+        assert asyncio.run(call(gateway.base_url + "/models")) == 200
+        assert gateway.last_request.client_certificate == certificate.der
+    assert litellm.llms.custom_httpx.http_handler.get_ssl_verify(str(ca.ca_path)) == str(ca.ca_path)

@@ -111,6 +111,16 @@ def valid_document(name: str = PROVIDER) -> str:
 
 PROVIDER_DEFAULTS: dict[str, Any] = {
     "client_secret": None,
+    "client_secret_path": None,
+    "client_assertion_path": None,
+    "client_certificate_path": None,
+    "client_key_path": None,
+    "client_key_password": None,
+    "gateway_client_certificate_path": None,
+    "gateway_client_key_path": None,
+    "gateway_client_key_password": None,
+    "token_url": None,
+    "issuer": None,
     "scope": None,
     "refresh_token": None,
     "audience": None,
@@ -147,6 +157,8 @@ def test_provider_default(field: str, expected: Any) -> None:
         minimal = provider_of(
             client_secret=None, token_endpoint_auth_method="private_key_jwt", private_key_path="unused.pem"
         )
+    elif field == "token_url":  # only optional where discovery finds it
+        minimal = provider_of(token_url=None, issuer="https://idp.example.com")
     else:
         minimal = provider_of()
     assert getattr(minimal, field) == expected
@@ -1261,6 +1273,9 @@ def sample_env(pem: str) -> dict[str, str]:
         "RESOURCE_GATEWAY_CLIENT_SECRET": "example-resource-secret",
         "MY_PROVIDER_PRIVATE_KEY": pem,
         "REDIS_URL": "rediss://:example-password@redis.example.com:6380/0",
+        "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+        "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token",
+        "TOKEN_CACHE_KEY": "example-token-cache-key-of-32-characters-or-more",
     }
 
 

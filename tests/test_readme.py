@@ -21,6 +21,7 @@ from test_proxy import free_port, stop
 
 from litellm_oauth2 import OAuth2Config
 from litellm_oauth2.testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
+from litellm_oauth2.testing._tls import PrivateCA
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -76,12 +77,30 @@ def test_the_readme_has_the_blocks_this_file_runs() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(blocks("json"))))
-def test_json_blocks_are_valid_configurations(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    document = json.loads(blocks("json")[index])
+def test_json_blocks_are_valid_configurations(
+    index: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    document = json.loads(_with_certificate_files(blocks("json")[index], tmp_path))
     for name in re.findall(r"os\.environ/(\w+)", blocks("json")[index]):
         monkeypatch.setenv(name, "redis://127.0.0.1:6379/0" if name.endswith("_URL") else "value-from-env")
     config = OAuth2Config.from_dict(document)
     assert config.oauth2_providers
+
+
+def _with_certificate_files(block: str, directory: Path) -> str:
+    """The mTLS example's /etc/tls files, made by a private CA (the key encrypted with the value
+    its os.environ/ password reference resolves to): the files are checked at load."""
+    if "/etc/tls/" not in block:
+        return block
+    ca = PrivateCA(directory / "pki")
+    client = ca.issue("chat-app", password=b"value-from-env")
+    for placeholder, path in (
+        ("/etc/tls/client/tls.crt", client.certificate_path),
+        ("/etc/tls/client/tls.key", client.key_path),
+        ("/etc/tls/ca/ca.crt", ca.ca_path),
+    ):
+        block = block.replace(placeholder, str(path))
+    return block
 
 
 def test_yaml_block_is_a_proxy_config_using_the_handler() -> None:

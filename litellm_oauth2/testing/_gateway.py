@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response
+from ._tls import thumbprint
 from .token_server import TokenServer
 
 __all__ = ["BearerGateway", "Claims"]
@@ -40,6 +41,11 @@ class BearerGateway(LoopbackServer):
     ``Bearer <static_api_key>`` when that is set. Every request is recorded and counted, valid or
     not; ``fail_next`` makes the next requests fail whatever their token. Subclasses implement
     ``_error`` (the dialect's error body) and ``_route`` (the endpoints).
+
+    Mutual TLS: serve HTTPS with ``tls`` set before ``start`` (a context requiring client
+    certificates, e.g. ``PrivateCA.server_context(require_client_certificate=True)``); with
+    ``certificate_bound`` a token is accepted only when its ``cnf.x5t#S256`` is the certificate
+    the request came with (RFC 8705 §3).
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class BearerGateway(LoopbackServer):
         self.token_server = token_server
         self.required_audience = required_audience
         self.static_api_key = static_api_key
+        self.certificate_bound = False
         self._lock = threading.Lock()
         self._jwks_lock = threading.Lock()
         self._jwks: dict[str, jwt.PyJWK] | None = None
@@ -180,13 +187,26 @@ class BearerGateway(LoopbackServer):
                 token.encode(), self.static_api_key.encode()
             ):
                 return {"sub": "static-api-key"}, None
-            return self._verify(token), None
+            claims = self._verify(token)
+            if self.certificate_bound:
+                self._check_binding(claims, request.client_certificate)
+            return claims, None
         except _Rejected as exc:
             description = str(exc).replace('"', "'").replace("\\", "/")
             challenge = f'Bearer error="invalid_token", error_description="{description}"'
             return None, self._error(
                 401, "invalid bearer token", "invalid_api_key", {"WWW-Authenticate": challenge}
             )
+
+    @staticmethod
+    def _check_binding(claims: Claims, certificate: bytes | None) -> None:
+        """RFC 8705 §3: the token's ``cnf.x5t#S256`` must be the presented certificate's."""
+        if certificate is None:
+            raise _Rejected("a certificate-bound token needs the client certificate it is bound to")
+        confirmation = claims.get("cnf")
+        bound = confirmation.get("x5t#S256") if isinstance(confirmation, dict) else None
+        if not isinstance(bound, str) or not hmac.compare_digest(bound, thumbprint(certificate)):
+            raise _Rejected("the token is not bound to the presented client certificate")
 
     def _verify(self, token: str) -> Claims:
         if self.token_server is None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -51,6 +53,8 @@ class RecordedRequest:
     form: dict[str, list[str]] = field(default_factory=dict)
     json: Any = None
     files: dict[str, FormFile] = field(default_factory=dict)
+    client_certificate: bytes | None = None
+    """The DER certificate the client presented in the TLS handshake (``None``: none, or plain HTTP)."""
 
     @property
     def route(self) -> str:
@@ -136,7 +140,9 @@ def _disposition_parameters(disposition: str) -> dict[str, str]:
     return parameters
 
 
-def _record(method: str, path: str, headers: dict[str, str], body: bytes) -> RecordedRequest:
+def _record(
+    method: str, path: str, headers: dict[str, str], body: bytes, certificate: bytes | None = None
+) -> RecordedRequest:
     form: dict[str, list[str]] = {}
     files: dict[str, FormFile] = {}
     parsed: Any = None
@@ -152,7 +158,7 @@ def _record(method: str, path: str, headers: dict[str, str], body: bytes) -> Rec
         boundary = _multipart_boundary(headers.get("content-type", ""))
         if boundary is not None:
             form, files = _parse_multipart(body, boundary)
-    return RecordedRequest(method, path, headers, body, form, parsed, files)
+    return RecordedRequest(method, path, headers, body, form, parsed, files, certificate)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -162,6 +168,12 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     wbufsize = 64 * 1024
     server: _HTTPServer
+
+    def setup(self) -> None:
+        # TLS: the handshake runs here, in the connection's own thread, not in the accepting one.
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -197,7 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        self._write(self.server.respond(_record(self.command, self.path, headers, body)))
+        certificate = None
+        if isinstance(self.connection, ssl.SSLSocket):
+            certificate = self.connection.getpeercert(binary_form=True)
+        self._write(self.server.respond(_record(self.command, self.path, headers, body, certificate)))
 
     def _write(self, response: Response) -> None:
         if response.reset:
@@ -295,10 +310,16 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """Base for the test servers: binds 127.0.0.1 on ``port`` (0: a free one) in a daemon thread."""
+    """Base for the test servers: binds 127.0.0.1 on ``port`` (0: a free one) in a daemon thread.
+
+    With ``tls`` (a server ``ssl.SSLContext``, set before ``start``) it serves HTTPS, and each
+    request records the client certificate presented (``RecordedRequest.client_certificate``).
+    """
 
     def __init__(self, *, port: int = 0) -> None:
         self.port = port
+        self.tls: ssl.SSLContext | None = None
+        self._plain_socket: socket.socket | None = None
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lifecycle_lock = threading.Lock()
@@ -312,7 +333,8 @@ class LoopbackServer:
         """``http://127.0.0.1:PORT``; only valid while started."""
         if self._httpd is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
-        return f"http://127.0.0.1:{self._httpd.server_port}"
+        scheme = "https" if self._plain_socket is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._httpd.server_port}"
 
     def start(self: _S) -> _S:
         """Start serving (no-op when already running); returns ``self``."""
@@ -320,6 +342,14 @@ class LoopbackServer:
             if self._httpd is None:
                 self._closing.clear()
                 self._httpd = _HTTPServer(self.respond, self._closing, self.port)
+                if self.tls is not None:
+                    # The serving loop keeps polling the plain descriptor; a duplicate wrapped in TLS
+                    # accepts. The handshake waits for the connection's thread (_Handler.setup).
+                    self._plain_socket = self._httpd.socket
+                    listener = socket.socket(fileno=os.dup(self._plain_socket.fileno()))
+                    self._httpd.socket = self.tls.wrap_socket(
+                        listener, server_side=True, do_handshake_on_connect=False
+                    )
                 # A short poll interval keeps close() fast: shutdown() waits for the next poll.
                 self._thread = threading.Thread(
                     target=self._httpd.serve_forever,
@@ -342,6 +372,9 @@ class LoopbackServer:
             httpd.drop_connections()
             httpd.server_close()  # joins the handler threads
             thread.join()
+            if self._plain_socket is not None:
+                self._plain_socket.close()
+                self._plain_socket = None
 
     def sleep(self, seconds: float) -> None:
         """Sleep that ``close()`` interrupts (aborting the request), so a delay never blocks shutdown."""

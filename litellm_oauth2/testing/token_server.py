@@ -14,6 +14,7 @@ import binascii
 import hmac
 import math
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -25,13 +26,25 @@ from urllib.parse import unquote_plus, urlsplit
 
 from . import _jwt
 from ._http import LoopbackServer, RecordedRequest, Response, _Handler, json_response, media_type
+from ._tls import thumbprint
 
-__all__ = ["KEY_TYPES", "MALFORM_KINDS", "ReplayResponse", "TokenServer"]
+__all__ = [
+    "FEDERATED_AUDIENCE",
+    "FEDERATION_ISSUER",
+    "KEY_TYPES",
+    "MALFORM_KINDS",
+    "ReplayResponse",
+    "TokenServer",
+]
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# The workload identity platform whose tokens the server trusts (as Entra trusts an AKS cluster's
+# OIDC issuer), and the audience such tokens carry for Entra.
+FEDERATION_ISSUER = "https://federation.litellm-oauth2.test"
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 DEFAULT_AUDIENCE = "litellm-oauth2-test"
 MALFORM_KINDS = frozenset(
     {
@@ -170,6 +183,9 @@ class _Client:
     allowed_scopes: frozenset[str] | None
     refresh_token: str | None
     rotate_refresh_token: bool
+    federated_subject: str | None = None
+    certificate_subject: str | None = None  # tls_client_auth: the CN its CA-issued certificate must have
+    certificate_der: bytes | None = None  # self_signed_tls_client_auth: the registered certificate
 
 
 def _number(value: float) -> int | float:
@@ -200,8 +216,9 @@ def _oauth_error(
 class TokenServer(LoopbackServer):
     """OAuth2 authorization server issuing signed JWT access tokens.
 
-    Serves ``POST /token``, ``GET /jwks`` and ``GET /.well-known/openid-configuration``. Every
-    ``/token`` request is counted and recorded, including rejected ones and injected faults.
+    Serves ``POST /token``, ``GET /jwks`` and the metadata (``GET /.well-known/openid-configuration``
+    and ``/.well-known/oauth-authorization-server``). Every ``/token`` request is counted and
+    recorded, including rejected ones and injected faults.
     ``key_type`` ``"RSA"`` (RS256) or ``"EC"`` (ES256) publishes the public key at ``/jwks`` and
     needs the ``jwt`` extra (``ImportError`` otherwise); ``"HS256"`` signs with ``shared_key``,
     which a gateway must be given, and publishes no key. ``port`` 0 (the default) takes a free one.
@@ -214,16 +231,22 @@ class TokenServer(LoopbackServer):
         issuer: str | None = None,
         key_type: str = "RSA",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if key_type not in KEY_TYPES:
             raise ValueError(f"key_type must be one of {', '.join(KEY_TYPES)}, not {key_type!r}")
         super().__init__(port=port)
+        self.tls = tls
         self.token_lifetime = token_lifetime
         """Seconds; returned as ``expires_in`` and used for ``exp``. May be changed at any time."""
         self.exp_lifetime: float | None = None
         """Seconds from ``iat`` (whole seconds) to ``exp``, as servers that truncate write them; may
         differ from ``expires_in``. ``None``: ``exp`` is ``token_lifetime`` from now, rounded up."""
         self.delay = 0.0
+        self.metadata_overrides: dict[str, Any] = {}
+        """Merged into the served metadata document (``metadata``)."""
+        self.metadata_requests = 0
+        """``GET`` requests for the metadata document served."""
         """Seconds every ``/token`` request waits before being answered (on top of ``delay_next``)."""
         self._issuer = issuer
         self._kid = uuid.uuid4().hex[:16]
@@ -247,6 +270,8 @@ class TokenServer(LoopbackServer):
         self._issued: list[str] = []
         self._revoked: set[str] = set()
         self._seen_jtis: set[str] = set()
+        self.federation_key = secrets.token_bytes(32)
+        """The HS256 key of the trusted workload identity platform (``federated_assertion`` signs with it)."""
 
     def start(self: _TS) -> _TS:
         """Start serving (no-op when already running); returns ``self``."""
@@ -271,6 +296,18 @@ class TokenServer(LoopbackServer):
     def jwks_url(self) -> str:
         return self.url + "/jwks"
 
+    def metadata(self) -> dict[str, Any]:
+        """The authorization server metadata served at both well-known locations (RFC 8414,
+        OpenID Connect Discovery); ``metadata_overrides`` is merged in (a wrong ``issuer``, say)."""
+        document: dict[str, Any] = {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_url,
+            "jwks_uri": self.jwks_url,
+        }
+        if self.tls is not None:  # RFC 8705 §5: where mTLS clients go (here, the same endpoint)
+            document["mtls_endpoint_aliases"] = {"token_endpoint": self.token_url}
+        return {**document, **self.metadata_overrides}
+
     # -- configuration -----------------------------------------------------------------------
 
     def add_client(
@@ -282,8 +319,15 @@ class TokenServer(LoopbackServer):
         allowed_scopes: set[str] | None = None,
         refresh_token: str | None = None,
         rotate_refresh_token: bool = False,
+        federated_subject: str | None = None,
+        certificate_subject: str | None = None,
+        certificate_pem: bytes | None = None,
     ) -> None:
-        """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt."""
+        """Register (or replace) a client; a secret enables basic/post, a public key private_key_jwt,
+        ``federated_subject`` client assertions from the trusted platform (``federated_assertion``),
+        ``certificate_subject`` ``tls_client_auth`` with a certificate of the server's CA for that
+        CN, ``certificate_pem`` ``self_signed_tls_client_auth`` with that certificate (which the
+        server's ``tls`` context then trusts)."""
         public_key = None
         if public_key_pem is not None:
             _require_jwt_extra("a private_key_jwt client (public_key_pem)")
@@ -303,9 +347,33 @@ class TokenServer(LoopbackServer):
             None if allowed_scopes is None else frozenset(allowed_scopes),
             refresh_token,
             rotate_refresh_token,
+            federated_subject,
+            certificate_subject,
+            None if certificate_pem is None else ssl.PEM_cert_to_DER_cert(certificate_pem.decode()),
         )
+        if certificate_pem is not None:
+            if self.tls is None:
+                raise ValueError("a self-signed client certificate needs TokenServer(tls=...)")
+            self.tls.load_verify_locations(cadata=certificate_pem.decode())
         with self._lock:
             self._clients[client_id] = client
+
+    def federated_assertion(
+        self, subject: str, *, lifetime: float = 600.0, audience: str = FEDERATED_AUDIENCE
+    ) -> str:
+        """A token of the trusted workload identity platform for ``subject`` (what a Kubernetes
+        projected service-account token is): HS256 under ``federation_key``, ``exp`` after ``lifetime``
+        seconds (negative: already expired). Needs no extra."""
+        now = time.time()
+        claims = {
+            "iss": FEDERATION_ISSUER,
+            "sub": subject,
+            "aud": audience,
+            "iat": int(now),
+            "exp": int(now + lifetime),
+            "jti": uuid.uuid4().hex,
+        }
+        return _jwt.encode_hs256(claims, self.federation_key)
 
     # -- observations ------------------------------------------------------------------------
 
@@ -450,9 +518,10 @@ class TokenServer(LoopbackServer):
             return self._token_endpoint(request)
         if path == "/jwks":
             return json_response(200, self._jwks)
-        if path == "/.well-known/openid-configuration":
-            metadata = {"issuer": self.issuer, "token_endpoint": self.token_url, "jwks_uri": self.jwks_url}
-            return json_response(200, metadata)
+        if path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+            with self._lock:
+                self.metadata_requests += 1
+            return json_response(200, self.metadata())
         return json_response(404, {"error": "not_found"})
 
     def _token_endpoint(self, request: RecordedRequest) -> Response:
@@ -506,10 +575,11 @@ class TokenServer(LoopbackServer):
         grant_type = params.get("grant_type")
         if not grant_type:
             raise _OAuthError(400, "invalid_request", "missing grant_type")
+        resources, certificate = request.form.get("resource", []), request.client_certificate
         if grant_type == "client_credentials":
-            return self._token_response(client, params, request.form.get("resource", []))
+            return self._token_response(client, params, resources, certificate=certificate)
         if grant_type == "refresh_token":
-            return self._token_response(client, params, request.form.get("resource", []), refresh=True)
+            return self._token_response(client, params, resources, refresh=True, certificate=certificate)
         raise _OAuthError(400, "unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     # -- client authentication -----------------------------------------------------------------
@@ -529,6 +599,8 @@ class TokenServer(LoopbackServer):
             client = self._secret_client(params.get("client_id", ""), params["client_secret"])
         elif assertion:
             client = self._assertion_client(params)
+        elif request.client_certificate is not None:
+            client = self._certificate_client(params.get("client_id", ""), request.client_certificate)
         if client is None or params.get("client_id", client.client_id) != client.client_id:
             raise _OAuthError(401, "invalid_client", "client authentication failed", challenge)
         return client
@@ -564,6 +636,8 @@ class TokenServer(LoopbackServer):
             return None
         with self._lock:
             client = self._clients.get(params.get("client_id") or str(claimed.get("iss")))
+        if client is not None and client.federated_subject is not None:
+            return self._federated_client(client, assertion)
         if client is None or client.public_key is None:
             return None
         import jwt  # present: add_client needed it to load the public key
@@ -591,10 +665,43 @@ class TokenServer(LoopbackServer):
             raise _OAuthError(400, "invalid_client", "client_assertion jti was already used")
         return client
 
+    def _certificate_client(self, client_id: str, der: bytes) -> _Client | None:
+        """RFC 8705 §2: the TLS handshake checked the certificate; it must be the client's own
+        (``tls_client_auth``: the registered CN; ``self_signed_tls_client_auth``: the registered one)."""
+        with self._lock:
+            client = self._clients.get(client_id)
+        if client is None:
+            return None
+        if client.certificate_der is not None:
+            return client if hmac.compare_digest(client.certificate_der, der) else None
+        if client.certificate_subject is not None:
+            return client if _common_name(der) == client.certificate_subject else None
+        return None
+
+    def _federated_client(self, client: _Client, assertion: str) -> _Client | None:
+        """RFC 7521 §4.2 with a federated credential: the platform's signature and ``exp``, its
+        issuer, the client's subject, an audience meant for this server. Reusable until it expires."""
+        try:
+            claims = _jwt.decode_hs256(assertion, self.federation_key)
+        except _jwt.InvalidToken:
+            return None
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        accepted = {FEDERATED_AUDIENCE, self.token_url, self.issuer}
+        if claims.get("iss") != FEDERATION_ISSUER or claims.get("sub") != client.federated_subject:
+            return None
+        return client if accepted.intersection(a for a in audiences if isinstance(a, str)) else None
+
     # -- issuing -------------------------------------------------------------------------------
 
     def _token_response(
-        self, client: _Client, params: dict[str, str], resources: list[str], *, refresh: bool = False
+        self,
+        client: _Client,
+        params: dict[str, str],
+        resources: list[str],
+        *,
+        refresh: bool = False,
+        certificate: bytes | None = None,
     ) -> Response:
         scopes = list(dict.fromkeys(params.get("scope", "").split()))
         if client.allowed_scopes is not None and not set(scopes) <= client.allowed_scopes:
@@ -607,7 +714,7 @@ class TokenServer(LoopbackServer):
         audience: str | list[str] = (
             params.get("audience") or (resources[0] if len(resources) == 1 else resources) or DEFAULT_AUDIENCE
         )
-        payload = self._token_payload(client.client_id, " ".join(scopes), audience)
+        payload = self._token_payload(client.client_id, " ".join(scopes), audience, certificate)
         if new_refresh_token is not None:
             payload["refresh_token"] = new_refresh_token
         return json_response(200, payload, _NO_STORE)
@@ -623,7 +730,11 @@ class TokenServer(LoopbackServer):
             client.refresh_token = secrets.token_urlsafe(32)
             return client.refresh_token
 
-    def _token_payload(self, client_id: str, scope: str, audience: str | list[str]) -> dict[str, Any]:
+    def _token_payload(
+        self, client_id: str, scope: str, audience: str | list[str], certificate: bytes | None = None
+    ) -> dict[str, Any]:
+        """The token response; a request over mutual TLS gets a token bound to its certificate
+        (RFC 8705 §3: ``cnf.x5t#S256``), which a gateway checks against the one presented to it."""
         now = time.time()
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -638,6 +749,8 @@ class TokenServer(LoopbackServer):
         }
         if scope:
             claims["scope"] = scope
+        if certificate is not None:
+            claims["cnf"] = {"x5t#S256": thumbprint(certificate)}
         token = self._sign(claims)
         with self._lock:
             self._issued.append(token)
@@ -704,6 +817,15 @@ class TokenServer(LoopbackServer):
         else:  # "no_expires_in": the JWT still carries exp
             del payload["expires_in"]
         return json_response(200, payload, _NO_STORE)
+
+
+def _common_name(der: bytes) -> str | None:
+    """The subject CN of a DER certificate (needs ``cryptography``, as TLS client certificates do)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def _asymmetric_key(key_type: str) -> tuple[Any, str, dict[str, Any]]:
