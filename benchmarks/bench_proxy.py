@@ -9,6 +9,10 @@ with 1 worker (tokens in each worker's memory) and once with 4 workers sharing a
 * ``oauth``: ``bench/test-model``, the plugin's provider (client credentials from the token server);
 * ``static``: ``openai/test-model`` with ``api_base`` and the gateway's static ``api_key``.
 
+The proxy's CPU time (all its processes, from ``/proc``) per request is recorded too: on a shared
+machine wall-clock throughput moves with everyone else's load, while requests per CPU-second of
+the proxy is what its throughput is when the proxy is the bottleneck.
+
 This process drives it with ``CONCURRENCY`` requests in flight (httpx, one event loop), a fixed
 count per stretch, alternating a chat completion and an SSE-streamed one (read to ``[DONE]``).
 The two models take turns over ``ROUNDS`` rounds, order rotated; a stretch's throughput is
@@ -123,16 +127,17 @@ class _Proxy:
         """Until the proxy's processes (its session) use under a fifth of a core: every worker has
         started (one answering the liveness probe says nothing of the others)."""
         ticks = os.sysconf("SC_CLK_TCK")
-        previous = self._cpu_seconds(ticks)
+        previous = self.cpu_seconds(ticks)
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            now = self._cpu_seconds(ticks)
+            now = self.cpu_seconds(ticks)
             if now - previous < 0.2:
                 return
             previous = now
 
-    def _cpu_seconds(self, ticks: int) -> float:
+    def cpu_seconds(self, ticks: int) -> float:
+        """CPU time used so far by the proxy and its workers (those alive: workers are not recycled here)."""
         total = 0.0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -241,9 +246,13 @@ def _variant(ctx: Context, workers: int, redis_url: str | None, rounds: int, cou
         unauthorized_before = ctx.servers.upstream_counts()[2]
         measured_from = time.monotonic()
         measured: dict[str, list[tuple[float, list[float], int]]] = {name: [] for name in MODELS}
+        cpu: dict[str, float] = dict.fromkeys(MODELS, 0.0)
+        ticks = os.sysconf("SC_CLK_TCK")
         for round_index in range(rounds):
             for name in rotated(list(MODELS), round_index):
+                before = proxy.cpu_seconds(ticks)
                 measured[name].append(asyncio.run(_drive(proxy.url, MODELS[name], count)))
+                cpu[name] += proxy.cpu_seconds(ticks) - before
             ctx.log(
                 f"  {workers} worker(s), round {round_index + 1}: "
                 + ", ".join(f"{n} {count / measured[n][-1][0]:.0f} req/s" for n in MODELS)
@@ -264,6 +273,7 @@ def _variant(ctx: Context, workers: int, redis_url: str | None, rounds: int, cou
             "requests_per_s": round(len(latencies) / sum(w for w, _, _ in stretches), 1),
             "requests_per_s_per_round": [round(count / w, 1) for w, _, _ in stretches],
             "latency_ms": summary(latencies, 1000.0, 1),
+            "proxy_cpu_ms_per_request": round(cpu[name] * 1000 / len(latencies), 2),
         }
     ours, static = results["litellm-oauth2"], results["static key"]
     per_round = [
@@ -278,6 +288,9 @@ def _variant(ctx: Context, workers: int, redis_url: str | None, rounds: int, cou
         "throughput_ours_over_static": ratio(ours["requests_per_s"], static["requests_per_s"]),
         "throughput_ours_over_static_per_round": per_round,
         "throughput_ratio_median_of_rounds": round(median([r for r in per_round if r is not None]), 3),
+        "requests_per_proxy_cpu_second_ours_over_static": ratio(
+            static["proxy_cpu_ms_per_request"], ours["proxy_cpu_ms_per_request"]
+        ),
         "p50_ours_over_static": ratio(ours["latency_ms"]["median"], static["latency_ms"]["median"]),
         "p99_ours_over_static": ratio(ours["latency_ms"]["p99"], static["latency_ms"]["p99"]),
         "measured_seconds": round(seconds, 1),

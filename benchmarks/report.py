@@ -334,7 +334,7 @@ def _proxy(r: dict[str, Any]) -> list[str]:
     rows = []
     for name, v in r["variants"].items():
         if "skipped" in v:
-            rows.append([name, f"skipped: {v['skipped']}", "", "", "", "", "", ""])
+            rows.append([name, f"skipped: {v['skipped']}", "", "", "", "", "", "", "", ""])
             continue
         ours, static = v["contenders"]["litellm-oauth2"], v["contenders"]["static key"]
         per_round = v["throughput_ours_over_static_per_round"]
@@ -346,6 +346,8 @@ def _proxy(r: dict[str, Any]) -> list[str]:
                 f"{_n(ours['latency_ms']['median'])} / {_n(static['latency_ms']['median'])}",
                 f"{_n(ours['latency_ms']['p99'])} / {_n(static['latency_ms']['p99'])}",
                 _n(v["p99_ours_over_static"], 3),
+                f"{_n(ours['proxy_cpu_ms_per_request'], 2)} / {_n(static['proxy_cpu_ms_per_request'], 2)}",
+                _n(v["requests_per_proxy_cpu_second_ours_over_static"], 3),
                 f"{v['token_requests']} in {v['renewals']} renewals ({_n(v['token_lifetimes'], 1)} lifetimes)",
                 ours["failed"] + static["failed"] + v["unauthorized_at_gateway"],
             ]
@@ -358,6 +360,8 @@ def _proxy(r: dict[str, Any]) -> list[str]:
             "p50 ms ours / static",
             "p99 ms ours / static",
             "p99 ratio",
+            "proxy CPU ms per request ours / static",
+            "requests per proxy CPU-second ours/static",
             "token requests",
             "failed + unauthorized",
         ],
