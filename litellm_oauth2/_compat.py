@@ -60,6 +60,7 @@ from typing import Any
 import httpx
 import litellm
 from litellm.constants import openai_compatible_providers
+from litellm.llms.azure.responses import transformation as azure_responses
 from litellm.llms.custom_httpx import http_handler
 from litellm.llms.custom_llm import CustomLLM
 from litellm.llms.openai_like.json_loader import JSONProviderRegistry
@@ -70,6 +71,7 @@ from .errors import OAuth2ConfigurationError, OAuth2ValidationError
 
 __all__ = [
     "ASYNC_ENDPOINTS",
+    "RESPONSES_API_VERSION_READ",
     "SYNC_ENDPOINTS",
     "async_http_client",
     "async_litellm_http_handler",
@@ -109,6 +111,11 @@ ASYNC_ENDPOINTS: Mapping[str, str] = {
     "arerank": "rerank",
     "anthropic_messages": "anthropic_messages",
 }
+
+# Whether LiteLLM sends an Azure Responses call's ``responses_api_version`` as its api-version
+# (1.109+: ``llms/azure/responses/transformation.py:_resolve_responses_api_version``); 1.108 knows
+# no such argument and sends ``api_version``.
+RESPONSES_API_VERSION_READ: bool = hasattr(azure_responses, "_resolve_responses_api_version")
 
 # LiteLLM's own default for its HTTP clients; each call's ``timeout`` overrides it.
 _DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)

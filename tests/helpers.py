@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -11,6 +13,8 @@ from litellm_oauth2.config import OAuth2Config, ProviderSettings
 from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response, json_response
 
 SECRET = "s3cr3t-KNOWN:/+%&= value"
+# The installed LiteLLM, (major, minor, patch): a few facts the tests check differ per version.
+LITELLM_VERSION = tuple(int(part) for part in re.findall(r"\d+", importlib.metadata.version("litellm"))[:3])
 FAST_RETRY = {"attempts": 3, "initial_delay": 0.01, "max_delay": 0.05}
 
 

@@ -20,7 +20,7 @@ import httpx
 import litellm
 import openai
 import pytest
-from helpers import SECRET, Elsewhere, config_of, provider_dict
+from helpers import LITELLM_VERSION, SECRET, Elsewhere, config_of, provider_dict
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_httpx import http_handler
 from litellm.llms.custom_httpx.http_handler import HTTPHandler
@@ -29,7 +29,7 @@ from litellm.llms.openai_like.json_loader import JSONProviderRegistry
 from litellm.types.utils import LlmProvidersSet
 
 from litellm_oauth2 import OAuth2Handler
-from litellm_oauth2._compat import litellm_routed_names
+from litellm_oauth2._compat import RESPONSES_API_VERSION_READ, litellm_routed_names
 from litellm_oauth2.errors import OAuth2ValidationError
 from litellm_oauth2.testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
 
@@ -553,6 +553,25 @@ def test_azure_client_fixes_api_version(
         api_version="2025-01-01-preview",
     )
     assert [r.api_version for r in azure.recorded] == ["2024-06-01"]
+
+
+def test_responses_api_version_read(
+    gateways: tuple[OpenAIUpstream, AzureOpenAIUpstream, AnthropicUpstream, Elsewhere],
+) -> None:
+    """LiteLLM 1.109+ sends an Azure Responses call's ``responses_api_version``; 1.108 its ``api_version``."""
+    azure = gateways[1]
+    litellm.responses(
+        model="azure/dep1",
+        input="hi",
+        client=_http_handler(),
+        api_base=azure.base_url,
+        api_key=PLACEHOLDER,
+        api_version="2024-06-01",
+        responses_api_version="2025-04-01-preview",
+    )
+    sent = "2025-04-01-preview" if RESPONSES_API_VERSION_READ else "2024-06-01"
+    assert [r.api_version for r in azure.recorded] == [sent]
+    assert RESPONSES_API_VERSION_READ is (LITELLM_VERSION >= (1, 109))
 
 
 def test_hosted_vllm_rerank_path(
