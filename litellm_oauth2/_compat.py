@@ -31,8 +31,9 @@ How a call reaches the gateway with the plugin's client (``utils.py``, ``main.py
   attribute at call time, so the plugin's wrappers of those attributes see their calls. LiteLLM
   1.108's Router binds ``aresponses``, ``amoderation`` (and ``responses``, ``aget_responses``,
   ``adelete_responses``, ``anthropic_messages``) when it is built (``router.py``,
-  ``_initialize_core_endpoints``): it calls the wrappers only if the plugin was enabled first; the
-  async calls meet the deployment hook below either way.
+  ``_initialize_core_endpoints``): harmless here, since a Router can name a plugin prefix only
+  once the plugin is enabled, which installs the wrappers first (its async calls also meet the
+  deployment hook below).
 * ``async_deployment_hook_rewrites_kwargs``: every async endpoint awaits the callbacks'
   ``async_pre_call_deployment_hook(kwargs, call_type)`` and continues with the dict returned
   (also the path of ``litellm.anthropic.messages.acreate``, which binds its function early);
