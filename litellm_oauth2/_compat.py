@@ -1,8 +1,9 @@
 """The LiteLLM internals this package relies on, and the facts about them it assumes.
 
 Only LiteLLM-facing code imports this module (it imports LiteLLM); importing it changes
-nothing. Each fact below, read off litellm 1.110.2, has a test in ``tests/test_compat.py``
-named after it, so an upgrade that breaks one fails a test that says which.
+nothing. Each fact below, read off litellm 1.110.2 and checked on 1.108.0 (the oldest supported;
+where it differs, the fact says how), has a test in ``tests/test_compat.py`` named after it, so an
+upgrade that breaks one fails a test that says which.
 
 Which provider prefixes LiteLLM routes itself, whatever ``custom_provider_map`` says
 (``litellm_core_utils/get_llm_provider_logic.py`` and ``completion`` in ``main.py``):
@@ -27,7 +28,12 @@ How a call reaches the gateway with the plugin's client (``utils.py``, ``main.py
   by ``utils.custom_llm_setup()`` makes ``name/<model>`` resolvable (Router model lists, proxy
   config) and sends chat and embedding calls that no door routed to that ``CustomLLM``.
 * ``endpoints_looked_up_at_call_time``: the Router and the proxy call ``litellm.<endpoint>`` by
-  attribute at call time, so the plugin's wrappers of those attributes see their calls.
+  attribute at call time, so the plugin's wrappers of those attributes see their calls. LiteLLM
+  1.108's Router binds ``aresponses``, ``amoderation`` (and ``responses``, ``aget_responses``,
+  ``adelete_responses``, ``anthropic_messages``) when it is built (``router.py``,
+  ``_initialize_core_endpoints``): harmless here, since a Router can name a plugin prefix only
+  once the plugin is enabled, which installs the wrappers first (its async calls also meet the
+  deployment hook below).
 * ``async_deployment_hook_rewrites_kwargs``: every async endpoint awaits the callbacks'
   ``async_pre_call_deployment_hook(kwargs, call_type)`` and continues with the dict returned
   (also the path of ``litellm.anthropic.messages.acreate``, which binds its function early);
@@ -37,7 +43,16 @@ How a call reaches the gateway with the plugin's client (``utils.py``, ``main.py
   embeddings, text completions, images, audio and moderation, and a LiteLLM ``HTTPHandler`` /
   ``AsyncHTTPHandler`` for responses (and get/delete), rerank and Anthropic. An openai SDK client
   given to the latter is silently replaced by LiteLLM's own (which holds only the placeholder
-  key); an ``HTTPHandler`` given to the former fails the call.
+  key); an ``HTTPHandler`` given to the former fails the call. On those LiteLLM-handler endpoints
+  (openai responses, hosted_vllm rerank) a gateway's 401 with OpenAI's error body
+  (``"type": "invalid_request_error"``) is an ``AuthenticationError`` from 1.109, a
+  ``BadRequestError`` (status 400, the 401 in its ``response``) on 1.108
+  (``litellm_core_utils/exception_mapping_utils.py``).
+* ``responses_api_version_read``: for an Azure deployment, LiteLLM 1.109+ sends a Responses call's
+  ``responses_api_version`` as its api-version, and a dated GA ``api_version`` without one goes to
+  ``/openai/v1/responses?api-version=preview``; 1.108 knows no ``responses_api_version`` and sends
+  ``/openai/responses?api-version=<api_version>`` (``llms/azure/responses/transformation.py``).
+  ``RESPONSES_API_VERSION_READ`` says which; the provider passes its version accordingly.
 * ``azure_images_ignore_client``: ``azure/`` image generation ignores ``client=``, so Azure images
   go through the OpenAI handler with an ``AzureOpenAI`` client (same deployment path).
 * ``azure_client_fixes_api_version``: an ``AzureOpenAI`` client sends its own ``api-version``,
@@ -68,6 +83,7 @@ import certifi
 import httpx
 import litellm
 from litellm.constants import openai_compatible_providers
+from litellm.llms.azure.responses import transformation as azure_responses
 from litellm.llms.custom_httpx import http_handler
 from litellm.llms.custom_llm import CustomLLM
 from litellm.llms.openai_like.json_loader import JSONProviderRegistry
@@ -78,6 +94,7 @@ from .errors import OAuth2ConfigurationError, OAuth2ValidationError
 
 __all__ = [
     "ASYNC_ENDPOINTS",
+    "RESPONSES_API_VERSION_READ",
     "SYNC_ENDPOINTS",
     "ClientCertificate",
     "async_http_client",
@@ -118,6 +135,11 @@ ASYNC_ENDPOINTS: Mapping[str, str] = {
     "arerank": "rerank",
     "anthropic_messages": "anthropic_messages",
 }
+
+# Whether LiteLLM sends an Azure Responses call's ``responses_api_version`` as its api-version
+# (1.109+: ``llms/azure/responses/transformation.py:_resolve_responses_api_version``); 1.108 knows
+# no such argument and sends ``api_version``.
+RESPONSES_API_VERSION_READ: bool = hasattr(azure_responses, "_resolve_responses_api_version")
 
 # LiteLLM's own default for its HTTP clients; each call's ``timeout`` overrides it.
 _DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)

@@ -243,15 +243,27 @@ class OAuth2Provider(CustomLLM):
         routed["api_key"] = API_KEY_PLACEHOLDER
         if where.api_version is not None and where.provider != "openai":
             routed["api_version"] = where.api_version
-            # The provider's Responses version, unless the call names a version of its own.
-            own_version = call.get("api_version") or call.get("responses_api_version")
-            if endpoint == "responses" and self.settings.responses_api_version and not own_version:
-                routed["responses_api_version"] = self.settings.responses_api_version
+            if endpoint == "responses":
+                self._choose_responses_version(call, routed)
         for name in ("extra_headers", "headers"):
             if isinstance(call.get(name), dict):
                 routed[name] = _without_credentials(call[name])
         routed["client"] = self.client(where, is_async=is_async)
         return routed
+
+    def _choose_responses_version(self, call: dict[str, Any], routed: dict[str, Any]) -> None:
+        """Set the api-version of an Azure deployment's Responses call: the call's own
+        (``responses_api_version``, then ``api_version``), else the provider's
+        ``responses_api_version``, else its ``api_version``; whichever argument the installed
+        LiteLLM reads for it (``_compat.RESPONSES_API_VERSION_READ``)."""
+        own_version = call.get("responses_api_version") or call.get("api_version")
+        configured = self.settings.responses_api_version
+        if _compat.RESPONSES_API_VERSION_READ:
+            if configured and not own_version:
+                routed["responses_api_version"] = configured
+            return
+        routed.pop("responses_api_version", None)
+        routed["api_version"] = own_version or configured or routed["api_version"]
 
     def failure_of(self, exc: Exception, started: float) -> Exception:
         """What a routed call that raised ``exc`` raises: the plugin's error when the gateway's 401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -11,6 +13,18 @@ from litellm_oauth2.config import OAuth2Config, ProviderSettings
 from litellm_oauth2.testing._http import LoopbackServer, RecordedRequest, Response, json_response
 
 SECRET = "s3cr3t-KNOWN:/+%&= value"
+# The installed LiteLLM, (major, minor, patch): a few facts the tests check differ per version.
+LITELLM_VERSION = tuple(int(part) for part in re.findall(r"\d+", importlib.metadata.version("litellm"))[:3])
+# Where LiteLLM sends the Responses API of an Azure deployment with a dated api-version, as (route,
+# api-version; None: the call's own), decided by llms/azure/responses/transformation.py
+# (get_complete_url): /openai/v1/responses?api-version=preview from 1.109, /openai/responses on 1.108.
+AZURE_DATED_RESPONSES: tuple[str, str | None] = (
+    ("/openai/v1/responses", "preview") if LITELLM_VERSION >= (1, 109) else ("/openai/responses", None)
+)
+# A gateway's 401 with OpenAI's error body ("type": "invalid_request_error") on an endpoint LiteLLM
+# serves with its own HTTP handler (openai responses, hosted_vllm rerank) is an AuthenticationError
+# from 1.109, a BadRequestError (status 400) on 1.108: litellm_core_utils/exception_mapping_utils.py.
+INVALID_REQUEST_401_IS_AUTHENTICATION_ERROR = LITELLM_VERSION >= (1, 109)
 FAST_RETRY = {"attempts": 3, "initial_delay": 0.01, "max_delay": 0.05}
 
 

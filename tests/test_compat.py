@@ -20,7 +20,14 @@ import httpx
 import litellm
 import openai
 import pytest
-from helpers import SECRET, Elsewhere, config_of, provider_dict
+from helpers import (
+    INVALID_REQUEST_401_IS_AUTHENTICATION_ERROR,
+    LITELLM_VERSION,
+    SECRET,
+    Elsewhere,
+    config_of,
+    provider_dict,
+)
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_httpx import http_handler
 from litellm.llms.custom_httpx.http_handler import HTTPHandler
@@ -29,7 +36,7 @@ from litellm.llms.openai_like.json_loader import JSONProviderRegistry
 from litellm.types.utils import LlmProvidersSet
 
 from litellm_oauth2 import OAuth2Handler
-from litellm_oauth2._compat import litellm_routed_names
+from litellm_oauth2._compat import RESPONSES_API_VERSION_READ, litellm_routed_names
 from litellm_oauth2.errors import OAuth2ValidationError
 from litellm_oauth2.testing import AnthropicUpstream, AzureOpenAIUpstream, OpenAIUpstream, TokenServer
 
@@ -286,6 +293,13 @@ ROUTER_CALLS: dict[str, Callable[[litellm.Router], Any]] = {
 }
 
 
+# Router endpoints LiteLLM 1.108 binds when the Router is built (router.py,
+# _initialize_core_endpoints: factory_function(litellm.<name>)); from 1.109 every one is looked up per call.
+ROUTER_BINDS_AT_CONSTRUCTION = (
+    frozenset() if LITELLM_VERSION >= (1, 109) else frozenset({"aresponses", "amoderation"})
+)
+
+
 @pytest.mark.parametrize("name", ROUTER_CALLS)
 def test_endpoints_looked_up_at_call_time(
     name: str, gateways: tuple[OpenAIUpstream, ...], monkeypatch: pytest.MonkeyPatch
@@ -298,7 +312,7 @@ def test_endpoints_looked_up_at_call_time(
     # Replaced after the Router was built: the Router must find the replacement when it calls.
     monkeypatch.setattr(litellm, name, _ByAttribute(name, getattr(litellm, name), seen))
     _run(ROUTER_CALLS[name](router))
-    assert seen == [name]
+    assert seen == ([] if name in ROUTER_BINDS_AT_CONSTRUCTION else [name])
     assert gateway.requests == 1
 
 
@@ -501,7 +515,9 @@ def test_client_kind_per_endpoint(
         index, route, call = HTTP_CLIENT_CALLS[endpoint]
         gateway = gateways[index]
         call(_http_handler(), gateway.base_url)
-        with pytest.raises(litellm.AuthenticationError):
+        # The gateway's 401 body is OpenAI's shape: LiteLLM 1.108 maps it to BadRequestError.
+        openai_shaped = index == 0 and not INVALID_REQUEST_401_IS_AUTHENTICATION_ERROR
+        with pytest.raises(litellm.BadRequestError if openai_shaped else litellm.AuthenticationError):
             call(
                 openai.OpenAI(api_key=STATIC_KEY, base_url=gateway.base_url, max_retries=0), gateway.base_url
             )
@@ -553,6 +569,25 @@ def test_azure_client_fixes_api_version(
         api_version="2025-01-01-preview",
     )
     assert [r.api_version for r in azure.recorded] == ["2024-06-01"]
+
+
+def test_responses_api_version_read(
+    gateways: tuple[OpenAIUpstream, AzureOpenAIUpstream, AnthropicUpstream, Elsewhere],
+) -> None:
+    """LiteLLM 1.109+ sends an Azure Responses call's ``responses_api_version``; 1.108 its ``api_version``."""
+    azure = gateways[1]
+    litellm.responses(
+        model="azure/dep1",
+        input="hi",
+        client=_http_handler(),
+        api_base=azure.base_url,
+        api_key=PLACEHOLDER,
+        api_version="2024-06-01",
+        responses_api_version="2025-04-01-preview",
+    )
+    sent = "2025-04-01-preview" if RESPONSES_API_VERSION_READ else "2024-06-01"
+    assert [r.api_version for r in azure.recorded] == [sent]
+    assert RESPONSES_API_VERSION_READ is (LITELLM_VERSION >= (1, 109))
 
 
 def test_hosted_vllm_rerank_path(

@@ -31,7 +31,15 @@ from typing import Any
 import litellm
 import openai
 import pytest
-from helpers import SECRET, Elsewhere, Redirector, config_of, provider_dict
+from helpers import (
+    AZURE_DATED_RESPONSES,
+    INVALID_REQUEST_401_IS_AUTHENTICATION_ERROR,
+    SECRET,
+    Elsewhere,
+    Redirector,
+    config_of,
+    provider_dict,
+)
 from litellm.integrations.custom_logger import CustomLogger
 
 from litellm_oauth2 import (
@@ -567,8 +575,8 @@ def azure_cases(p: str, version: str | None) -> list[Case]:
     def path(endpoint: str, deployment: str = "dep1") -> str:
         return f"/openai/deployments/{deployment}/{endpoint}" if version else f"/openai/v1/{endpoint}"
 
-    # LiteLLM sends the Responses API of a dated Azure resource to /openai/v1/responses, api-version "preview".
-    responses = ("/openai/v1/responses", "preview" if version else None)
+    dated_route, dated_version = AZURE_DATED_RESPONSES
+    responses = (dated_route, dated_version or version) if version else ("/openai/v1/responses", None)
     speech_bytes = "ID3\x04\x00\x00\x00\x00\x00\x00say hi"
     return [
         Case(
@@ -1090,7 +1098,7 @@ def test_responses_pass_previous_response_id_and_store_through(world: World) -> 
 # Where each provider keeps its stored responses: (gateway, route prefix, api-version on the wire).
 STORED = {
     OPENAI: ("openai", "/v1/responses", None),
-    AZURE: ("azure", "/openai/v1/responses", "preview"),
+    AZURE: ("azure", AZURE_DATED_RESPONSES[0], AZURE_DATED_RESPONSES[1] or AZURE_VERSION),
     AZURE_V1: ("azure", "/openai/v1/responses", None),
 }
 
@@ -1232,9 +1240,19 @@ def test_a_second_401_reaches_the_caller_as_authentication_error_without_the_tok
     case = CASES[name]
     world.gateways[case.style].fail_next(2, 401)
     # LiteLLM raises the openai SDK's own error for sync transcription, speech and (a)moderation.
-    with pytest.raises((litellm.AuthenticationError, openai.AuthenticationError)) as raised:
+    expected: Any = (litellm.AuthenticationError, openai.AuthenticationError)
+    if case.style == "openai" and case.route in ("/v1/responses", "/v1/rerank"):
+        expected = (
+            litellm.AuthenticationError
+            if INVALID_REQUEST_401_IS_AUTHENTICATION_ERROR
+            else litellm.BadRequestError
+        )
+    with pytest.raises(expected) as raised:
         case.call()
-    assert raised.value.status_code == 401
+    if expected is litellm.BadRequestError:  # the gateway's 401 is the response it carries
+        assert raised.value.response.status_code == 401
+    else:
+        assert raised.value.status_code == 401
     assert world.gateway_requests() == 2 and world.tokens.token_requests == 2
     shown = str(raised.value) + repr(raised.value)
     assert not [token for token in world.tokens.issued_tokens if token in shown]
@@ -1508,7 +1526,7 @@ CALLER_CASES: dict[str, tuple[str, str, Callable[[dict[str, Any]], Any]]] = {
     ),
     "azure responses": (
         "azure",
-        "/openai/v1/responses",
+        AZURE_DATED_RESPONSES[0],
         lambda c: litellm.responses(model=f"{AZURE}/dep1", input="hi", **c),
     ),
     "azure image_generation": (

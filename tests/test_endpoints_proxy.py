@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from helpers import AZURE_DATED_RESPONSES
 from test_proxy import PROXY_MODULES, REQUEST_TIMEOUT, launch_proxy, stop, wait_until_live
 
 from litellm_oauth2.testing import (
@@ -187,7 +188,7 @@ def test_chat_completions(proxy: Proxy, style: str, stream: bool) -> None:
 
 RESPONSES = {
     "openai": ("gpt", "/v1/responses", None),
-    "azure": ("azure-responses", "/openai/v1/responses", "preview"),
+    "azure": ("azure-responses", AZURE_DATED_RESPONSES[0], AZURE_DATED_RESPONSES[1] or AZURE_VERSION),
 }
 
 
