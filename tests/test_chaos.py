@@ -58,7 +58,7 @@ from pydantic import SecretStr
 
 from litellm_oauth2 import OAuth2Handler, find_oauth2_error
 from litellm_oauth2 import cache as cache_module
-from litellm_oauth2.cache import NEGATIVE_CACHE_SECONDS, Lifecycle
+from litellm_oauth2.cache import NEGATIVE_CACHE_SECONDS, Lifecycle, max_fetch_seconds
 from litellm_oauth2.client import Token
 from litellm_oauth2.errors import OAuth2AuthenticationError
 from litellm_oauth2.provider import OAuth2ProviderError
@@ -813,6 +813,12 @@ def test_chaos(calls: int, seed: int, quiet_litellm: None, record_property: Any)
         try:
             token_server.started = time.monotonic()
             run = run_calls(plan, seed, call_bound, Forker(token_server, fork_at, child_bound))
+            # A background refresh started by the last calls may still be trying: its attempts are
+            # in the server's log, so its outcome must be in the counts too.
+            slot = handler.cache._slots[PROVIDER]
+            settled = time.monotonic() + 2 * max_fetch_seconds(slot.settings)
+            while slot.flight is not None and time.monotonic() < settled:
+                time.sleep(0.01)
             stats = handler.cache.stats(PROVIDER)
         finally:
             handler.close()
