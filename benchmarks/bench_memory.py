@@ -117,7 +117,8 @@ def _child(
 
     loop = asyncio.new_event_loop()
     try:
-        sync_call(False), sync_call(True)
+        sync_call(False)
+        sync_call(True)
         loop.run_until_complete(async_batch(8))
         asyncio.run(async_call(False))
         start = _snapshot()

@@ -70,10 +70,12 @@ class BenchTokenServer(TokenServer):
             return json_response(503, {"error": "temporarily_unavailable"})
         return super()._token_endpoint(request)
 
-    def _token_payload(self, client_id: str, scope: str, audience: str | list[str]) -> dict[str, Any]:
+    def _token_payload(
+        self, client_id: str, scope: str, audience: str | list[str], certificate: bytes | None = None
+    ) -> dict[str, Any]:
         self._override.lifetime = self._lifetimes.get(client_id)
         try:
-            return super()._token_payload(client_id, scope, audience)
+            return super()._token_payload(client_id, scope, audience, certificate)
         finally:
             self._override.lifetime = None
 
