@@ -139,7 +139,11 @@ class OAuth2BearerAuth(httpx.Auth):
     def _renew(self, rejected: str) -> str | None:
         """A new ``Authorization`` value after the gateway refused ``rejected``, or None."""
         self._cache.invalidate(self._provider, rejected.removeprefix("Bearer "))
-        logger.info("provider %s: gateway answered 401, retrying once with a new token", self._provider)
+        logger.info(
+            "provider %s: gateway answered 401, retrying once with a new token",
+            self._provider,
+            extra={"provider": self._provider, "event": "gateway_401_retry"},
+        )
         try:
             return self._cache.get_authorization(self._provider)
         except OAuth2Error as exc:
@@ -148,5 +152,6 @@ class OAuth2BearerAuth(httpx.Auth):
                 "provider %s: no new token after the gateway's 401, returning the 401: %s",
                 self._provider,
                 exc,
+                extra={"provider": self._provider, "event": "renewal_after_401_failed"},
             )
             return None

@@ -67,7 +67,11 @@ def activate() -> None:
         document = read_document(path)
         enable(config=OAuth2Config.from_dict(document, source=str(path)))
     except OAuth2ConfigurationError as exc:
-        logger.error("litellm-oauth2 not enabled: %s", exc)
+        logger.error(
+            "litellm-oauth2 not enabled: %s",
+            exc,
+            extra={"provider": exc.provider, "event": "activation_failed"},
+        )
         register_broken_config(exc, _provider_names(document))
 
 

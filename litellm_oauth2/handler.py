@@ -76,7 +76,10 @@ class OAuth2Handler(CustomLogger):
             entry.get("provider"): entry.get("custom_handler") for entry in litellm.custom_provider_map
         }
         if any(present.get(name) is not provider for name, provider in self.providers.items()):
-            logger.info("litellm custom_provider_map was replaced; registering OAuth2 providers again")
+            logger.info(
+                "litellm custom_provider_map was replaced; registering OAuth2 providers again",
+                extra={"provider": None, "event": "providers_registered_again"},
+            )
             self.register()
 
     def get_token(self, name: str) -> str:

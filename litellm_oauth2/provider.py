@@ -329,7 +329,11 @@ class OAuth2Provider(CustomLLM):
             self._certificate_state = state
             self._sync_clients = {}
             self._async_clients = {}
-        logger.info("provider %s: the gateway client certificate changed; new clients present it", self.name)
+        logger.info(
+            "provider %s: the gateway client certificate changed; new clients present it",
+            self.name,
+            extra={"provider": self.name, "event": "gateway_certificate_changed"},
+        )
 
     def _build(self, where: Target, *, is_async: bool) -> Any:
         verify = self.settings.verify if "verify" in self.settings.model_fields_set else None

@@ -71,6 +71,11 @@ STRUCTURED_MODULES = {
     "metrics",
     "exporters",
     "_service_logging",
+    "_bearer",
+    "provider",
+    "handler",
+    "_doors",
+    "autoload",
 }
 PLAIN_RECORD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
