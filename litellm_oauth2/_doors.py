@@ -175,7 +175,10 @@ def _binder(namespace: Any, name: str) -> Callable[[tuple[Any, ...], dict[str, A
     signature = inspect.signature(function)
     if _only_varargs(signature) and name.startswith("a") and hasattr(namespace, name[1:]):
         signature = inspect.signature(getattr(namespace, name[1:]))
-    variadic = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    parameters = signature.parameters.values()
+    keywords_rest = [p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    # Arguments that would land in ``*args`` have no name to route by: such a call passes through.
+    positional_rest = [p.name for p in parameters if p.kind is inspect.Parameter.VAR_POSITIONAL]
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
         if not args:
@@ -185,16 +188,11 @@ def _binder(namespace: Any, name: str) -> Callable[[tuple[Any, ...], dict[str, A
         except TypeError:
             return None
         call = dict(bound.arguments)
-        for extra in variadic:
-            call.update(call.pop(extra, {}))
-        return (
-            call
-            if not any(
-                p.kind is inspect.Parameter.VAR_POSITIONAL and p.name in call
-                for p in signature.parameters.values()
-            )
-            else None
-        )
+        if any(name in call for name in positional_rest):
+            return None
+        for name in keywords_rest:
+            call.update(call.pop(name, {}))
+        return call
 
     return bind
 
